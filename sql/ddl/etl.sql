@@ -1,0 +1,97 @@
+-- The tenant database's fixed tables: state that outlives a run. Created once, never
+-- dropped by a run; every statement is idempotent.
+create schema if not exists raw;
+create schema if not exists staged;
+create schema if not exists omop;
+create schema if not exists vocab;
+create schema if not exists etl;
+
+-- One line per run, written when it starts and finished when it ends (even when it fails).
+create table if not exists etl.runs (
+    run_id        varchar primary key,
+    tenant        varchar not null,
+    started_at    timestamptz not null,
+    finished_at   timestamptz,
+    status        varchar not null,          -- running | succeeded | failed
+    steps         varchar,                   -- the steps this run was asked to do
+    error         varchar,                   -- the failure, secrets redacted
+    output_dir    varchar                    -- the Parquet folder this run published
+);
+
+create table if not exists etl.run_steps (
+    run_id        varchar not null,
+    step          varchar not null,
+    started_at    timestamptz not null,
+    seconds       double,
+    rows          bigint,
+    status        varchar not null,
+    primary key (run_id, step)
+);
+
+-- Every object ever read from a bucket, by key and ETag: the same object is read once.
+create table if not exists etl.file_ledger (
+    source        varchar not null,
+    object_key    varchar not null,
+    etag          varchar not null,
+    size          bigint not null,
+    last_modified timestamptz,
+    run_id        varchar not null,
+    rows          bigint,
+    status        varchar not null,          -- loaded | rejected
+    error         varchar,
+    primary key (source, object_key)
+);
+
+-- Schema drift seen in files: columns missing from or added to what the manifest expects.
+create table if not exists etl.schema_drift (
+    run_id        varchar not null,
+    source        varchar not null,
+    object_key    varchar not null,
+    kind          varchar not null,          -- missing_column | extra_column
+    column_name   varchar not null
+);
+
+-- Surrogate ids: once a key has an id, it keeps it; ids are never reused.
+create table if not exists etl.provider_keys (
+    key           varchar primary key,       -- 'npi:…' or 'src:…'
+    provider_id   integer not null,
+    first_run_id  varchar not null
+);
+create table if not exists etl.care_site_keys (
+    key           varchar primary key,       -- 'name:…' (normalised) or 'src:…'
+    care_site_id  integer not null,
+    first_run_id  varchar not null
+);
+
+-- Per run, per source: rows read = loaded + merged + quarantined.
+create table if not exists etl.reconciliation (
+    run_id        varchar not null,
+    entity        varchar not null,
+    source        varchar not null,
+    rows_read     bigint not null,
+    loaded        bigint not null,
+    merged        bigint not null,
+    quarantined   bigint not null,
+    primary key (run_id, entity, source)
+);
+
+-- The OMOP tables, as the exercise's DDL has them (provider_source_value once). The
+-- constraints are the output contract: a model that breaks them fails the run.
+create table if not exists omop.care_site (
+    care_site_id                  integer primary key,
+    care_site_name                varchar(255),
+    place_of_service_concept_id   integer,
+    location_id                   integer,
+    care_site_source_value        varchar(50),
+    place_of_service_source_value varchar(50)
+);
+create table if not exists omop.provider (
+    provider_id              integer primary key,
+    provider_name            varchar(255) not null,
+    npi                      varchar(10),
+    provider_type_concept_id integer,
+    specialty_concept_id     integer,
+    care_site_id             integer,
+    provider_source_value    varchar(50),
+    specialty_source_value   varchar(50)
+);

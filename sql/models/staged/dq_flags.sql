@@ -1,0 +1,85 @@
+-- Findings on rows that are kept: each names the row, the rule and the value that tripped it.
+create or replace table staged.dq_flags as
+with
+
+provider_findings as (
+    select source, source_ref, source_row, 'npi_missing' as flag, npi_sent as value,
+           'no NPI sent' as detail
+    from staged.provider_match where npi_digits is null
+    union all
+    select source, source_ref, source_row, npi_problem, npi_sent,
+           case npi_problem
+               when 'npi_check_digit' then 'check digit fails (Luhn over 80840 + first nine digits); kept'
+               when 'npi_first_digit' then 'an NPI starts with 1 or 2; kept'
+               when 'npi_length' then 'not 10 digits; npi left empty'
+           end
+    from staged.provider_match where npi_problem is not null
+    union all
+    select source, source_ref, source_row, 'npi_reformatted', npi_sent,
+           'non-digits removed: ' || npi_digits
+    from staged.provider_match
+    where npi_digits is not null and npi_digits <> etl_clean_text(npi_sent)
+    union all
+    select source, source_ref, source_row, 'name_cleaned', name_sent,
+           'titles, credentials or spacing removed: ' || person_name
+    from staged.provider_match
+    where person_name is not null and person_name <> name_sent
+    union all
+    select source, source_ref, source_row, 'specialty_unmapped',
+           coalesce(specialty_sent, specialty_alt_sent),
+           'no line in vocab/specialty.csv; specialty_concept_id 0'
+    from staged.provider_match
+    where specialty_concept_id = 0 and coalesce(specialty_sent, specialty_alt_sent) is not null
+    union all
+    select source, source_ref, source_row, 'care_site_unknown',
+           coalesce(site_name_sent, pg_care_site_id::varchar),
+           'no such care site in Postgres; care_site_id left empty'
+    from staged.provider_match
+    where care_site_id is null and (site_name_sent is not null or pg_care_site_id is not null)
+    union all
+    select source, source_ref, source_row, 'source_id_mismatch', source_id_sent,
+           'ProviderID ' || client_provider_id || ' disagrees with SourceID ' || source_id_sent
+               || '; SourceID kept as provider_source_value'
+    from staged.provider_match
+    where source = 'files'
+      and try_cast(regexp_extract(source_id, '(\d+)$', 1) as integer)
+          <> try_cast(client_provider_id as integer)
+    union all
+    select m.source, m.source_ref, m.source_row, 'merged_duplicate', m.name_sent,
+           'same provider as ' || c.survivor.source || ' ' || c.survivor.source_ref
+               || ' row ' || c.survivor.source_row || ' (' || m.cluster_key || ')'
+    from staged.provider_match as m
+    join staged.provider_row_status as s
+        on s.source = m.source and s.source_ref = m.source_ref and s.source_row = m.source_row
+    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    where s.status = 'merged'
+),
+
+care_site_findings as (
+    select source, source_ref, source_row, 'care_site_name_missing' as flag,
+           null::varchar as value, 'no name; matched by source id only' as detail
+    from staged.care_site where care_site_name is null
+    union all
+    select source, source_ref, source_row, 'place_of_service_unmapped',
+           place_of_service_source_value,
+           'no line in vocab/place_of_service.csv; place_of_service_concept_id 0'
+    from staged.care_site
+    where place_of_service_concept_id = 0 and place_of_service_source_value is not null
+    union all
+    select source, source_ref, source_row, 'place_of_service_concept_replaced',
+           sent_place_of_service_concept_id::varchar,
+           'sent concept disagrees with its source value; '
+               || place_of_service_concept_id || ' from vocab/place_of_service.csv used'
+    from staged.care_site
+    where place_of_service_concept_id <> 0
+      and sent_place_of_service_concept_id is distinct from place_of_service_concept_id
+      and sent_place_of_service_concept_id is not null
+    union all
+    select source, source_ref, source_row, 'merged_duplicate', care_site_name,
+           'same care site as another row with the same name (' || site_key || ')'
+    from staged.care_site where rank_in_site > 1
+)
+
+select 'provider' as entity, * from provider_findings
+union all
+select 'care_site', * from care_site_findings;

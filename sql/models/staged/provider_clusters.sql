@@ -1,0 +1,78 @@
+-- One row per real provider, its fields chosen by the survivorship rules
+-- (docs/data-quality.md#survivorship):
+--   name       the most complete name (most letters in whole words), then the newest
+--   npi        a valid NPI before one that fails its check, then the newest
+--   specialty  the newest row that states one (its value as sent and its concept)
+--   care site  the newest row that names one; an unknown site gives NULL, never a guess
+create or replace table staged.provider_clusters as
+select
+    cluster_key,
+    first(person_name order by name_completeness desc, recency_rank)
+        filter (where person_name is not null) as provider_name,
+    first(struct_pack(source, source_ref, source_row)
+          order by (person_name is null), name_completeness desc, recency_rank) as survivor,
+    first(npi order by (npi_problem is null) desc, recency_rank)
+        filter (where npi is not null) as npi,
+    first(struct_pack(specialty_source_value, specialty_concept_id) order by recency_rank)
+        filter (where specialty_source_value is not null) as specialty,
+    first(care_site_id order by recency_rank)
+        filter (where site_name_sent is not null or pg_care_site_id is not null) as care_site_id,
+    first(source_id order by recency_rank)
+        filter (where source_id is not null) as provider_source_value,
+    count(*) as rows_in_cluster
+from staged.provider_match
+where cluster_key is not null
+group by cluster_key;
+
+-- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
+-- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
+insert into etl.provider_keys (key, provider_id, first_run_id)
+with
+
+cluster_keys as (
+    select cluster_key, cluster_key as key
+    from staged.provider_clusters
+    where provider_name is not null
+    union
+    select m.cluster_key, 'src:' || m.source_id
+    from staged.provider_match as m
+    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    where c.provider_name is not null
+      and m.source_id in (
+          select source_id from staged.provider_match
+          where source_id is not null and cluster_key is not null
+          group by source_id having count(distinct cluster_key) = 1)
+),
+
+known as (
+    select ck.cluster_key, min(k.provider_id) as provider_id
+    from cluster_keys as ck
+    join etl.provider_keys as k on k.key = ck.key
+    group by ck.cluster_key
+    -- two clusters that once were one: the first keeps the id, the other gets a new one
+    qualify row_number() over (partition by min(k.provider_id) order by ck.cluster_key) = 1
+),
+
+fresh as (
+    -- numbered in order of first appearance: Postgres rows by id, then files by key and row
+    select m.cluster_key, min((m.source <> 'pg', m.source_ref, m.source_order)) as first_seen
+    from staged.provider_match as m
+    where m.cluster_key in (select cluster_key from cluster_keys)
+      and m.cluster_key not in (select cluster_key from known)
+    group by m.cluster_key
+),
+
+assigned as (
+    select cluster_key, provider_id from known
+    union all
+    select
+        cluster_key,
+        (select coalesce(max(provider_id), 0) from etl.provider_keys)
+            + row_number() over (order by first_seen, cluster_key)
+    from fresh
+)
+
+select ck.key, assigned.provider_id, getvariable('run_id')
+from cluster_keys as ck
+join assigned on assigned.cluster_key = ck.cluster_key
+where ck.key not in (select key from etl.provider_keys);

@@ -1,0 +1,214 @@
+//! The embedded DuckDB engine: one database file per tenant holding the raw, staged and
+//! OMOP layers and the pipeline's state. Every error leaving here has secrets scrubbed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use duckdb::Connection;
+
+use crate::manifest::{EngineSettings, DUCKDB_VERSION};
+
+/// Replaces every known secret in a text with `***`.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Self {
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if !secret.is_empty() {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+pub struct Engine {
+    conn: Connection,
+    redactor: Redactor,
+}
+
+/// Quotes a string as a SQL literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Quotes a name as a SQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+impl Engine {
+    /// Opens (creating if needed) the tenant database and applies the engine settings.
+    pub fn open(path: &Path, settings: &EngineSettings, redactor: Redactor) -> Result<Engine> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| anyhow!("{}", redactor.redact(&e.to_string())))
+            .with_context(|| format!("cannot open the tenant database {}", path.display()))?;
+        let engine = Engine { conn, redactor };
+        engine.configure(settings, path)?;
+        Ok(engine)
+    }
+
+    /// An in-memory engine, for checks that need no database file.
+    pub fn in_memory(settings: &EngineSettings, redactor: Redactor) -> Result<Engine> {
+        let conn = Connection::open_in_memory()?;
+        let engine = Engine { conn, redactor };
+        engine.configure(settings, Path::new("."))?;
+        Ok(engine)
+    }
+
+    fn configure(&self, settings: &EngineSettings, db_path: &Path) -> Result<()> {
+        let temp_dir = db_path
+            .parent()
+            .map(|p| p.join("tmp"))
+            .unwrap_or_else(|| PathBuf::from("tmp"));
+        let mut sql = format!(
+            "set memory_limit = {}; set temp_directory = {}; \
+             set autoinstall_known_extensions = false; set autoload_known_extensions = true;",
+            literal(&settings.memory_limit),
+            literal(&temp_dir.to_string_lossy()),
+        );
+        if let Some(threads) = settings.threads {
+            sql.push_str(&format!(" set threads = {threads};"));
+        }
+        let ext_dir = extension_directory(settings);
+        if ext_dir.is_dir() {
+            sql.push_str(&format!(
+                " set extension_directory = {};",
+                literal(&ext_dir.to_string_lossy())
+            ));
+        }
+        self.execute(&sql)
+            .context("cannot apply the engine settings ([engine] in the manifest)")
+    }
+
+    /// Loads a DuckDB extension, saying how to get it when it is missing.
+    pub fn load_extension(&self, name: &str, settings: &EngineSettings) -> Result<()> {
+        self.execute(&format!("load {name}")).map_err(|e| {
+            anyhow!(
+                "DuckDB extension `{name}` (v{DUCKDB_VERSION}) could not be loaded from {}: {e:#}\n\
+                 help: run `just setup`, which puts it there, or set ETL_EXTENSION_DIR to a folder \
+                 holding v{DUCKDB_VERSION}/linux_amd64/{name}*.duckdb_extension; with internet \
+                 access, `INSTALL {name}` in DuckDB {DUCKDB_VERSION} works too",
+                extension_directory(settings).display()
+            )
+        })
+    }
+
+    pub fn execute(&self, sql: &str) -> Result<()> {
+        self.conn
+            .execute_batch(sql)
+            .map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
+    }
+
+    /// Runs a SQL file; errors name the file.
+    pub fn execute_file(&self, path: &Path) -> Result<()> {
+        let sql = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read SQL file {}", path.display()))?;
+        self.execute(&sql)
+            .with_context(|| format!("SQL file {} failed", path.display()))
+    }
+
+    pub fn query_i64(&self, sql: &str) -> Result<i64> {
+        self.conn
+            .query_row(sql, [], |row| row.get::<_, i64>(0))
+            .map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
+    }
+
+    /// Every row of a query as text cells (NULL as None), for reports and checks.
+    pub fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let run = || -> duckdb::Result<Vec<Vec<Option<String>>>> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let n = row.as_ref().column_count();
+                let mut cells = Vec::with_capacity(n);
+                for i in 0..n {
+                    let value: duckdb::types::Value = row.get(i)?;
+                    cells.push(value_to_string(value));
+                }
+                out.push(cells);
+            }
+            Ok(out)
+        };
+        run().map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
+    }
+
+    /// The column names a query returns.
+    pub fn columns_of(&self, sql: &str) -> Result<Vec<(String, String)>> {
+        let rows = self.query_strings(&format!("describe {sql}"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+}
+
+fn value_to_string(value: duckdb::types::Value) -> Option<String> {
+    use duckdb::types::Value as V;
+    Some(match value {
+        V::Null => return None,
+        V::Boolean(b) => b.to_string(),
+        V::TinyInt(v) => v.to_string(),
+        V::SmallInt(v) => v.to_string(),
+        V::Int(v) => v.to_string(),
+        V::BigInt(v) => v.to_string(),
+        V::HugeInt(v) => v.to_string(),
+        V::UTinyInt(v) => v.to_string(),
+        V::USmallInt(v) => v.to_string(),
+        V::UInt(v) => v.to_string(),
+        V::UBigInt(v) => v.to_string(),
+        V::Float(v) => v.to_string(),
+        V::Double(v) => v.to_string(),
+        V::Text(s) => s,
+        other => format!("{other:?}"),
+    })
+}
+
+/// Where extensions are looked for: ETL_EXTENSION_DIR, else the manifest's setting.
+pub fn extension_directory(settings: &EngineSettings) -> PathBuf {
+    std::env::var_os("ETL_EXTENSION_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| settings.extension_directory.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_every_secret_longest_first() {
+        let r = Redactor::new(vec!["abc".into(), "abcdef".into()]);
+        assert_eq!(r.redact("key=abcdef other=abc"), "key=*** other=***");
+    }
+
+    #[test]
+    fn quotes_literals_and_identifiers() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+    }
+}

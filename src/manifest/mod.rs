@@ -1,0 +1,948 @@
+//! The tenant manifest: a TOML file naming the tenant's sources and the steps of its
+//! pipeline. Parsed in two stages: serde wire types that refuse unknown keys, then
+//! [`compile`], which checks everything else (references, files, environment variables)
+//! and reports every problem with its line and column before anything runs.
+
+mod vars;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use vars::{interpolate, VarError};
+
+/// The DuckDB version whose extensions the engine loads.
+pub const DUCKDB_VERSION: &str = "1.4.4";
+
+/// A checked manifest: everything a run needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub tenant: String,
+    pub sql_dir: PathBuf,
+    pub vocab_dir: PathBuf,
+    pub lake_dir: PathBuf,
+    pub engine: EngineSettings,
+    pub sources: Vec<Source>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub memory_limit: String,
+    pub threads: Option<u32>,
+    pub extension_directory: PathBuf,
+    /// How many finished runs' Parquet folders to keep besides the current one.
+    pub keep_outputs: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Postgres(PostgresSource),
+    S3(S3Source),
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+    pub schema: String,
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub use_ssl: bool,
+    pub url_style: UrlStyle,
+    pub table: String,
+    pub columns: Vec<String>,
+    pub on_bad_file: OnBadFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlStyle {
+    Path,
+    Vhost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadFile {
+    /// Record the file as rejected and go on with the others.
+    Skip,
+    /// Fail the run at the first bad file.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub action: StepAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    /// Copy a source into the raw layer.
+    Extract { source: String },
+    /// Run the SQL macros, then these model files, in order.
+    Transform { models: Vec<PathBuf> },
+    /// Write these OMOP tables as Parquet.
+    Publish { tables: Vec<String> },
+}
+
+/// A value that must never be printed: Debug and Display show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Manifest {
+    /// Reads and checks a manifest, resolving `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        Self::load_with(path, |name| std::env::var(name).ok())
+    }
+
+    pub fn load_with(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_path_buf(),
+            text: String::new(),
+            problems: vec![Problem::new(None, format!("cannot read the manifest: {e}"))],
+        })?;
+        parse(path, &text, env)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Every secret value, so that logs and errors can be scrubbed of them.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for source in &self.sources {
+            match &source.kind {
+                SourceKind::Postgres(pg) => out.push(pg.password.expose().to_string()),
+                SourceKind::S3(s3) => {
+                    out.push(s3.access_key_id.expose().to_string());
+                    out.push(s3.secret_access_key.expose().to_string());
+                }
+            }
+        }
+        out.retain(|s| s.len() >= 3);
+        out
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.lake_dir.join("lake.duckdb")
+    }
+
+    pub fn outputs_dir(&self) -> PathBuf {
+        self.lake_dir.join("omop")
+    }
+}
+
+/// Everything wrong with one manifest.
+#[derive(Debug)]
+pub struct ManifestError {
+    pub path: PathBuf,
+    text: String,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        Problem {
+            span,
+            message: message.into(),
+            help: None,
+        }
+    }
+    fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl ManifestError {
+    /// 1-based line and column of a byte offset in the manifest.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        line_col(&self.text, offset)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {} problem{}:",
+            self.path.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f)?;
+            writeln!(f, "error: {}", problem.message)?;
+            if let Some(span) = &problem.span {
+                let (line, col) = self.line_col(span.start);
+                let line_text = self.text.lines().nth(line - 1).unwrap_or("");
+                let width = self.text[span.clone()]
+                    .lines()
+                    .next()
+                    .map_or(1, |s| s.chars().count().max(1));
+                let gutter = line.to_string().len();
+                writeln!(f, "{:gutter$}--> {}:{line}:{col}", "", self.path.display())?;
+                writeln!(f, "{:gutter$} |", "")?;
+                writeln!(f, "{line} | {line_text}")?;
+                writeln!(
+                    f,
+                    "{:gutter$} | {}{}",
+                    "",
+                    " ".repeat(col - 1),
+                    "^".repeat(width)
+                )?;
+            } else {
+                writeln!(f, " --> {}", self.path.display())?;
+            }
+            if let Some(help) = &problem.help {
+                writeln!(f, "help: {help}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+// ---------------------------------------------------------------------------------------
+// Wire types: the manifest as written. Every struct refuses keys it does not know.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestWire {
+    tenant: Spanned<String>,
+    #[serde(default)]
+    paths: PathsWire,
+    #[serde(default)]
+    engine: EngineWire,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<SourceWire>>,
+    #[serde(default)]
+    steps: Vec<Spanned<StepWire>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PathsWire {
+    sql: Option<Spanned<String>>,
+    vocab: Option<Spanned<String>>,
+    lake: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EngineWire {
+    memory_limit: Option<Spanned<String>>,
+    threads: Option<Spanned<u32>>,
+    extension_directory: Option<Spanned<String>>,
+    keep_outputs: Option<Spanned<u32>>,
+}
+
+/// One struct for every source kind: `compile` checks which keys a kind allows, so an
+/// error can say "`bucket` does not apply to a postgres source" with its position.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceWire {
+    kind: Spanned<String>,
+    // postgres
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    tables: Option<Spanned<Vec<Spanned<String>>>>,
+    // s3
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    bucket: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    access_key_id: Option<Spanned<String>>,
+    secret_access_key: Option<Spanned<String>>,
+    use_ssl: Option<Spanned<bool>>,
+    url_style: Option<Spanned<String>>,
+    table: Option<Spanned<String>>,
+    columns: Option<Spanned<Vec<Spanned<String>>>>,
+    on_bad_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepWire {
+    name: Spanned<String>,
+    extract: Option<Spanned<String>>,
+    sql: Option<Spanned<Vec<Spanned<String>>>>,
+    publish: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// The OMOP tables the project's SQL builds and a publish step may name.
+pub const OMOP_TABLES: &[&str] = &["care_site", "provider"];
+
+// ---------------------------------------------------------------------------------------
+
+/// Parses manifest text. `path` names the file in errors and anchors relative paths.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Manifest, ManifestError> {
+    let (wire, mut problems) = deserialize_collecting(text);
+    let manifest = wire.and_then(|wire| compile(path, wire, &env, &mut problems));
+    // In the order of the file; problems without a place last.
+    problems.sort_by_key(|p| p.span.as_ref().map_or(usize::MAX, |s| s.start));
+    match manifest {
+        Some(m) if problems.is_empty() => Ok(m),
+        _ => Err(ManifestError {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            problems,
+        }),
+    }
+}
+
+/// Deserializes, and on an error blanks the offending line and tries again, so one
+/// report lists every unknown key and wrong type rather than only the first.
+/// Blanking keeps byte offsets, so every span still points into the original text.
+fn deserialize_collecting(text: &str) -> (Option<ManifestWire>, Vec<Problem>) {
+    let mut work = text.to_string();
+    let mut problems: Vec<Problem> = Vec::new();
+    for _ in 0..64 {
+        let err = match toml::from_str::<ManifestWire>(&work) {
+            Ok(wire) => {
+                // A wire value from blanked text is only good for finding more problems.
+                return (problems.is_empty().then_some(wire), problems);
+            }
+            Err(err) => err,
+        };
+        let problem = problem_from_toml(&err);
+        let Some(span) = err.span() else {
+            problems.push(problem);
+            break;
+        };
+        // Blank whole lines, never a table header: that would move its keys elsewhere.
+        let start = work[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let end = work[span.end..]
+            .find('\n')
+            .map_or(work.len(), |i| span.end + i);
+        let region = &work[start..end];
+        let blankable =
+            span.end > span.start && !region.lines().any(|l| l.trim_start().starts_with('['));
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+        if !blankable {
+            break;
+        }
+        let blanked: String = region
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        // Same byte length only for ASCII; fall back to stopping otherwise.
+        if blanked.len() != region.len() {
+            break;
+        }
+        work.replace_range(start..end, &blanked);
+    }
+    (None, problems)
+}
+
+fn problem_from_toml(err: &toml::de::Error) -> Problem {
+    let message = err.message().trim().to_string();
+    let mut problem = Problem::new(err.span(), message.clone());
+    // "unknown field `hots`, expected one of `host`, …": suggest the near name.
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((found, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if let Some(near) = nearest(found, candidates.iter().copied()) {
+                problem = problem.help(format!("did you mean `{near}`?"));
+            }
+        }
+    }
+    problem
+}
+
+/// The candidate closest to `found`, if it is close enough to be a likely typo.
+pub fn nearest<'a>(found: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(found, c), c))
+        // Jaro-Winkler for words; one edit away for short names (`s4` for `s3`).
+        .filter(|(score, c)| *score > 0.8 || strsim::levenshtein(found, c) <= 1)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn compile(
+    path: &Path,
+    wire: ManifestWire,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Manifest> {
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+
+    let tenant = wire.tenant.get_ref().clone();
+    if tenant.is_empty()
+        || !tenant
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        problems.push(Problem::new(
+            Some(wire.tenant.span()),
+            format!("tenant {tenant:?} is not a valid tenant name: expected lower-case letters, digits, `_` or `-`"),
+        ));
+    }
+
+    let resolve =
+        |value: &Spanned<String>, key: &str, problems: &mut Vec<Problem>| -> Option<String> {
+            match interpolate(value.get_ref(), env) {
+                Ok(v) => Some(v),
+                Err(VarError::Unset(name)) => {
+                    problems.push(
+                        Problem::new(
+                            Some(value.span()),
+                            format!("environment variable `{name}` is not set (needed by `{key}`)"),
+                        )
+                        .help(format!(
+                            "export {name}=…, or write `${{{name}:-default}}` for a default"
+                        )),
+                    );
+                    None
+                }
+                Err(VarError::Syntax(msg)) => {
+                    problems.push(Problem::new(Some(value.span()), format!("`{key}`: {msg}")));
+                    None
+                }
+            }
+        };
+
+    // Paths, relative to the manifest's folder.
+    let dir = |value: &Option<Spanned<String>>,
+               default: &str,
+               key: &str,
+               must_exist: bool,
+               problems: &mut Vec<Problem>|
+     -> PathBuf {
+        let (raw, span) = match value {
+            Some(v) => (
+                resolve(v, key, problems).unwrap_or_default(),
+                Some(v.span()),
+            ),
+            None => (default.to_string(), None),
+        };
+        let p = normalize(&base.join(&raw));
+        if must_exist && !p.is_dir() {
+            problems.push(Problem::new(
+                span,
+                format!("`{key}`: folder {} does not exist", p.display()),
+            ));
+        }
+        p
+    };
+    let sql_dir = dir(&wire.paths.sql, "../sql", "paths.sql", true, problems);
+    let vocab_dir = dir(&wire.paths.vocab, "../vocab", "paths.vocab", true, problems);
+    let lake_dir = dir(
+        &wire.paths.lake,
+        &format!("../lake/{tenant}"),
+        "paths.lake",
+        false,
+        problems,
+    );
+
+    let engine = EngineSettings {
+        memory_limit: wire
+            .engine
+            .memory_limit
+            .as_ref()
+            .and_then(|v| resolve(v, "engine.memory_limit", problems))
+            .unwrap_or_else(|| "2GB".to_string()),
+        threads: wire.engine.threads.as_ref().map(|t| *t.get_ref()),
+        extension_directory: match &wire.engine.extension_directory {
+            Some(v) => normalize(
+                &base.join(resolve(v, "engine.extension_directory", problems).unwrap_or_default()),
+            ),
+            None => normalize(&base.join("../.tools/extensions")),
+        },
+        keep_outputs: wire
+            .engine
+            .keep_outputs
+            .as_ref()
+            .map_or(7, |k| *k.get_ref() as usize),
+    };
+
+    let mut sources = Vec::new();
+    for (name, source) in &wire.sources {
+        if let Some(s) = compile_source(name, source, &resolve, problems) {
+            sources.push(s);
+        }
+    }
+    let source_names: Vec<&str> = wire.sources.keys().map(String::as_str).collect();
+
+    if wire.steps.is_empty() {
+        problems.push(Problem::new(
+            None,
+            "no steps: add at least one [[steps]] table",
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut seen = BTreeSet::new();
+    for step in &wire.steps {
+        let span = step.span();
+        let step = step.get_ref();
+        let name = step.name.get_ref().clone();
+        if !seen.insert(name.clone()) {
+            problems.push(Problem::new(
+                Some(step.name.span()),
+                format!("step name `{name}` is used twice: step names must be unique"),
+            ));
+        }
+        let given = [
+            step.extract.is_some(),
+            step.sql.is_some(),
+            step.publish.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            problems.push(Problem::new(
+                Some(span),
+                format!("step `{name}` must have exactly one of `extract`, `sql` or `publish` (found {given})"),
+            ));
+            continue;
+        }
+        let action = if let Some(source) = &step.extract {
+            let s = source.get_ref();
+            if !source_names.contains(&s.as_str()) {
+                let mut p = Problem::new(
+                    Some(source.span()),
+                    format!(
+                        "step `{name}` extracts from unknown source `{s}`: the manifest defines {}",
+                        list_or_none(&source_names)
+                    ),
+                );
+                if let Some(near) = nearest(s, source_names.iter().copied()) {
+                    p = p.help(format!("did you mean `{near}`?"));
+                }
+                problems.push(p);
+            }
+            StepAction::Extract { source: s.clone() }
+        } else if let Some(files) = &step.sql {
+            let mut models = Vec::new();
+            if files.get_ref().is_empty() {
+                problems.push(Problem::new(
+                    Some(files.span()),
+                    format!("step `{name}`: `sql` lists no file"),
+                ));
+            }
+            for file in files.get_ref() {
+                let p = normalize(&sql_dir.join("models").join(file.get_ref()));
+                if !p.is_file() {
+                    problems.push(Problem::new(
+                        Some(file.span()),
+                        format!("step `{name}`: SQL file {} does not exist", p.display()),
+                    ));
+                }
+                models.push(p);
+            }
+            StepAction::Transform { models }
+        } else if let Some(tables) = &step.publish {
+            let mut out = Vec::new();
+            for table in tables.get_ref() {
+                let t = table.get_ref();
+                if !OMOP_TABLES.contains(&t.as_str()) {
+                    let mut p = Problem::new(
+                        Some(table.span()),
+                        format!(
+                            "step `{name}` publishes unknown table `{t}`: expected one of {}",
+                            list_or_none(OMOP_TABLES)
+                        ),
+                    );
+                    if let Some(near) = nearest(t, OMOP_TABLES.iter().copied()) {
+                        p = p.help(format!("did you mean `{near}`?"));
+                    }
+                    problems.push(p);
+                }
+                out.push(t.clone());
+            }
+            StepAction::Publish { tables: out }
+        } else {
+            unreachable!("exactly one action was checked above")
+        };
+        steps.push(Step { name, action });
+    }
+
+    Some(Manifest {
+        path: path.to_path_buf(),
+        tenant,
+        sql_dir,
+        vocab_dir,
+        lake_dir,
+        engine,
+        sources,
+        steps,
+    })
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+type Resolve<'a> = dyn Fn(&Spanned<String>, &str, &mut Vec<Problem>) -> Option<String> + 'a;
+
+fn compile_source(
+    name: &str,
+    source: &Spanned<SourceWire>,
+    resolve: &Resolve<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<Source> {
+    let table_span = source.span();
+    let w = source.get_ref();
+    let kind = w.kind.get_ref().as_str();
+    let key = |k: &str| format!("sources.{name}.{k}");
+
+    // Keys that belong to the other kind.
+    let postgres_only: [(&str, bool); 7] = [
+        ("host", w.host.is_some()),
+        ("port", w.port.is_some()),
+        ("database", w.database.is_some()),
+        ("user", w.user.is_some()),
+        ("password", w.password.is_some()),
+        ("schema", w.schema.is_some()),
+        ("tables", w.tables.is_some()),
+    ];
+    let s3_only: [(&str, bool); 11] = [
+        ("endpoint", w.endpoint.is_some()),
+        ("region", w.region.is_some()),
+        ("bucket", w.bucket.is_some()),
+        ("prefix", w.prefix.is_some()),
+        ("access_key_id", w.access_key_id.is_some()),
+        ("secret_access_key", w.secret_access_key.is_some()),
+        ("use_ssl", w.use_ssl.is_some()),
+        ("url_style", w.url_style.is_some()),
+        ("table", w.table.is_some()),
+        ("columns", w.columns.is_some()),
+        ("on_bad_file", w.on_bad_file.is_some()),
+    ];
+    let misplaced = |keys: &[(&str, bool)], problems: &mut Vec<Problem>| {
+        for (k, present) in keys {
+            if *present {
+                problems.push(Problem::new(
+                    Some(w.kind.span()),
+                    format!("`{}` does not apply to a {kind} source", key(k)),
+                ));
+            }
+        }
+    };
+    let required =
+        |v: &Option<Spanned<String>>, k: &str, problems: &mut Vec<Problem>| -> Option<String> {
+            match v {
+                Some(v) => resolve(v, &key(k), problems),
+                None => {
+                    problems.push(Problem::new(
+                        Some(table_span.clone()),
+                        format!("source `{name}` ({kind}) needs `{k}`"),
+                    ));
+                    None
+                }
+            }
+        };
+    let optional = |v: &Option<Spanned<String>>,
+                    k: &str,
+                    default: &str,
+                    problems: &mut Vec<Problem>|
+     -> String {
+        v.as_ref()
+            .and_then(|v| resolve(v, &key(k), problems))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let names = |v: &Option<Spanned<Vec<Spanned<String>>>>,
+                 k: &str,
+                 problems: &mut Vec<Problem>|
+     -> Vec<String> {
+        let Some(list) = v else {
+            problems.push(Problem::new(
+                Some(table_span.clone()),
+                format!("source `{name}` ({kind}) needs `{k}`"),
+            ));
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            problems.push(Problem::new(
+                Some(list.span()),
+                format!("`{}` is empty", key(k)),
+            ));
+        }
+        list.get_ref()
+            .iter()
+            .filter_map(|item| {
+                let s = item.get_ref();
+                if is_identifier(s) {
+                    Some(s.clone())
+                } else {
+                    problems.push(Problem::new(
+                        Some(item.span()),
+                        format!(
+                            "`{}`: {s:?} is not a plain name (letters, digits, `_`)",
+                            key(k)
+                        ),
+                    ));
+                    None
+                }
+            })
+            .collect()
+    };
+
+    if !is_identifier(name) {
+        problems.push(Problem::new(
+            Some(table_span.clone()),
+            format!("source name `{name}` must be letters, digits and `_` (it names raw tables)"),
+        ));
+    }
+
+    match kind {
+        "postgres" => {
+            misplaced(&s3_only, problems);
+            let host = required(&w.host, "host", problems);
+            let port = match &w.port {
+                None => Some(5432),
+                Some(p) => {
+                    resolve(p, &key("port"), problems).and_then(|s| match s.parse::<u16>() {
+                        Ok(port) if port > 0 => Some(port),
+                        _ => {
+                            problems.push(Problem::new(
+                                Some(p.span()),
+                                format!("`{}`: {s:?} is not a port number (1-65535)", key("port")),
+                            ));
+                            None
+                        }
+                    })
+                }
+            };
+            let database = required(&w.database, "database", problems);
+            let user = required(&w.user, "user", problems);
+            let password = required(&w.password, "password", problems);
+            let schema = optional(&w.schema, "schema", "public", problems);
+            let tables = names(&w.tables, "tables", problems);
+            Some(Source {
+                name: name.to_string(),
+                kind: SourceKind::Postgres(PostgresSource {
+                    host: host?,
+                    port: port?,
+                    database: database?,
+                    user: user?,
+                    password: Secret::new(password?),
+                    schema,
+                    tables,
+                }),
+            })
+        }
+        "s3" => {
+            misplaced(&postgres_only, problems);
+            let endpoint = required(&w.endpoint, "endpoint", problems);
+            let region = optional(&w.region, "region", "us-east-1", problems);
+            let bucket = required(&w.bucket, "bucket", problems);
+            let prefix = optional(&w.prefix, "prefix", "", problems);
+            let access_key_id = required(&w.access_key_id, "access_key_id", problems);
+            let secret_access_key = required(&w.secret_access_key, "secret_access_key", problems);
+            let url_style = match w
+                .url_style
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span()))
+            {
+                None | Some(("path", _)) => UrlStyle::Path,
+                Some(("vhost", _)) => UrlStyle::Vhost,
+                Some((other, span)) => {
+                    problems.push(Problem::new(
+                        Some(span),
+                        format!(
+                            "`{}`: {other:?} is not a URL style: expected \"path\" or \"vhost\"",
+                            key("url_style")
+                        ),
+                    ));
+                    UrlStyle::Path
+                }
+            };
+            let on_bad_file = match w
+                .on_bad_file
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span()))
+            {
+                None | Some(("skip", _)) => OnBadFile::Skip,
+                Some(("fail", _)) => OnBadFile::Fail,
+                Some((other, span)) => {
+                    problems.push(Problem::new(
+                        Some(span),
+                        format!(
+                            "`{}`: {other:?} is not a choice: expected \"skip\" or \"fail\"",
+                            key("on_bad_file")
+                        ),
+                    ));
+                    OnBadFile::Skip
+                }
+            };
+            let table = optional(&w.table, "table", "provider", problems);
+            if !is_identifier(&table) {
+                problems.push(Problem::new(
+                    w.table.as_ref().map(|t| t.span()),
+                    format!("`{}`: {table:?} is not a plain name", key("table")),
+                ));
+            }
+            let columns = match &w.columns {
+                Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+                None => {
+                    problems.push(Problem::new(
+                        Some(table_span.clone()),
+                        format!("source `{name}` (s3) needs `columns`: the columns its files are expected to have"),
+                    ));
+                    Vec::new()
+                }
+            };
+            Some(Source {
+                name: name.to_string(),
+                kind: SourceKind::S3(S3Source {
+                    endpoint: endpoint?,
+                    region,
+                    bucket: bucket?,
+                    prefix,
+                    access_key_id: Secret::new(access_key_id?),
+                    secret_access_key: Secret::new(secret_access_key?),
+                    use_ssl: w.use_ssl.as_ref().is_some_and(|b| *b.get_ref()),
+                    url_style,
+                    table,
+                    columns,
+                    on_bad_file,
+                }),
+            })
+        }
+        other => {
+            let mut p = Problem::new(
+                Some(w.kind.span()),
+                format!(
+                    "source `{name}` has unknown kind {other:?}: expected \"postgres\" or \"s3\""
+                ),
+            );
+            if let Some(near) = nearest(other, ["postgres", "s3"]) {
+                p = p.help(format!("did you mean \"{near}\"?"));
+            }
+            problems.push(p);
+            None
+        }
+    }
+}
+
+/// Removes `.` and resolves `..` without touching the file system, so messages show
+/// `lake/acme` rather than `pipelines/../lake/acme`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let last = out.components().next_back();
+                match last {
+                    Some(Component::Normal(_)) => {
+                        out.pop();
+                    }
+                    Some(Component::RootDir) => {}
+                    _ => out.push(".."),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+use super::*;
+
+/// A project folder with the layout a manifest expects: pipelines/, sql/models, vocab/.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["pipelines", "sql/models/staged", "vocab"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("sql/models/staged/a.sql"), "select 1").unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("pipelines/t.toml")
+    }
+
+    fn parse(&self, text: &str) -> Result<Manifest, ManifestError> {
+        parse(&self.path(), text, |name| match name {
+            "PG_PASSWORD" => Some("s3cret".to_string()),
+            _ => None,
+        })
+    }
+
+    /// The error report with the temp folder replaced by `<project>`.
+    fn error(&self, text: &str) -> String {
+        let err = self
+            .parse(text)
+            .expect_err("the manifest should be refused");
+        err.to_string()
+            .replace(&self.dir.path().display().to_string(), "<project>")
+    }
+}
+
+const GOOD: &str = r#"tenant = "acme"
+
+[sources.pg]
+kind = "postgres"
+host = "${PG_HOST:-127.0.0.1}"
+port = "${PG_PORT:-5432}"
+database = "acme"
+user = "etl"
+password = "${PG_PASSWORD}"
+tables = ["care_site", "provider"]
+
+[sources.files]
+kind = "s3"
+endpoint = "127.0.0.1:8333"
+bucket = "acme"
+access_key_id = "${S3_KEY:-local}"
+secret_access_key = "${S3_SECRET:-local-secret}"
+columns = ["ProviderName"]
+
+[[steps]]
+name = "extract_postgres"
+extract = "pg"
+
+[[steps]]
+name = "transform"
+sql = ["staged/a.sql"]
+
+[[steps]]
+name = "publish"
+publish = ["provider"]
+"#;
+
+#[test]
+fn a_good_manifest_compiles_with_defaults_and_environment() {
+    let project = Project::new();
+    let m = project.parse(GOOD).unwrap();
+    assert_eq!(m.tenant, "acme");
+    assert_eq!(m.steps.len(), 3);
+    let SourceKind::Postgres(pg) = &m.source("pg").unwrap().kind else {
+        panic!("pg is a postgres source")
+    };
+    assert_eq!(pg.host, "127.0.0.1");
+    assert_eq!(pg.port, 5432);
+    assert_eq!(pg.password.expose(), "s3cret");
+    assert_eq!(pg.schema, "public");
+    assert_eq!(format!("{:?}", pg.password), "***");
+    let SourceKind::S3(s3) = &m.source("files").unwrap().kind else {
+        panic!("files is an s3 source")
+    };
+    assert_eq!(s3.region, "us-east-1");
+    assert_eq!(s3.url_style, UrlStyle::Path);
+    assert_eq!(s3.on_bad_file, OnBadFile::Skip);
+    assert_eq!(m.lake_dir, project.dir.path().join("lake/acme"));
+    assert!(m.secrets().contains(&"s3cret".to_string()));
+}
+
+#[test]
+fn unknown_key_names_line_column_and_the_near_name() {
+    let project = Project::new();
+    let text = GOOD.replace("host = ", "hots = ");
+    assert_eq!(
+        project.error(&text),
+        "<project>/pipelines/t.toml has 1 problem:
+
+error: unknown field `hots`, expected one of `kind`, `host`, `port`, `database`, `user`, `password`, `schema`, `tables`, `endpoint`, `region`, `bucket`, `prefix`, `access_key_id`, `secret_access_key`, `use_ssl`, `url_style`, `table`, `columns`, `on_bad_file`
+ --> <project>/pipelines/t.toml:5:1
+  |
+5 | hots = \"${PG_HOST:-127.0.0.1}\"
+  | ^^^^
+help: did you mean `host`?
+"
+    );
+}
+
+#[test]
+fn every_shape_problem_is_reported_at_once() {
+    let project = Project::new();
+    let text = GOOD
+        .replace("user = \"etl\"", "usr = \"etl\"")
+        .replace("bucket = \"acme\"", "bucket = 42")
+        .replace("name = \"transform\"", "name = \"transform\"\nsq = 1");
+    let report = project.error(&text);
+    assert!(
+        report.starts_with("<project>/pipelines/t.toml has 3 problems:"),
+        "{report}"
+    );
+    assert!(report.contains("unknown field `usr`"), "{report}");
+    assert!(report.contains("t.toml:8:1"), "{report}");
+    assert!(
+        report.contains("invalid type: integer `42`, expected a string"),
+        "{report}"
+    );
+    assert!(report.contains("t.toml:15:10"), "{report}");
+    assert!(report.contains("unknown field `sq`"), "{report}");
+    assert!(report.contains("t.toml:26:1"), "{report}");
+    // in the order of the file
+    assert!(
+        report.find("`usr`").unwrap() < report.find("`42`").unwrap(),
+        "{report}"
+    );
+}
+
+#[test]
+fn references_files_and_environment_are_all_checked() {
+    let project = Project::new();
+    let text = GOOD
+        .replace("extract = \"pg\"", "extract = \"pgg\"")
+        .replace("staged/a.sql", "staged/missing.sql")
+        .replace("${PG_PASSWORD}", "${ACME_PG_PASSWORD}")
+        .replace("publish = [\"provider\"]", "publish = [\"providers\"]");
+    assert_eq!(
+        project.error(&text),
+        "<project>/pipelines/t.toml has 4 problems:
+
+error: environment variable `ACME_PG_PASSWORD` is not set (needed by `sources.pg.password`)
+ --> <project>/pipelines/t.toml:9:12
+  |
+9 | password = \"${ACME_PG_PASSWORD}\"
+  |            ^^^^^^^^^^^^^^^^^^^^^
+help: export ACME_PG_PASSWORD=…, or write `${ACME_PG_PASSWORD:-default}` for a default
+
+error: step `extract_postgres` extracts from unknown source `pgg`: the manifest defines `files`, `pg`
+  --> <project>/pipelines/t.toml:22:11
+   |
+22 | extract = \"pgg\"
+   |           ^^^^^
+help: did you mean `pg`?
+
+error: step `transform`: SQL file <project>/sql/models/staged/missing.sql does not exist
+  --> <project>/pipelines/t.toml:26:8
+   |
+26 | sql = [\"staged/missing.sql\"]
+   |        ^^^^^^^^^^^^^^^^^^^^
+
+error: step `publish` publishes unknown table `providers`: expected one of `care_site`, `provider`
+  --> <project>/pipelines/t.toml:30:12
+   |
+30 | publish = [\"providers\"]
+   |            ^^^^^^^^^^^
+help: did you mean `provider`?
+"
+    );
+}
+
+#[test]
+fn keys_of_the_other_source_kind_are_refused() {
+    let project = Project::new();
+    let text = GOOD.replace(
+        "tables = [\"care_site\", \"provider\"]",
+        "tables = [\"care_site\", \"provider\"]\nbucket = \"x\"",
+    );
+    let report = project.error(&text);
+    assert!(
+        report.contains("error: `sources.pg.bucket` does not apply to a postgres source"),
+        "{report}"
+    );
+    assert!(report.contains("t.toml:4:8"), "{report}");
+}
+
+#[test]
+fn bad_values_are_explained() {
+    let project = Project::new();
+    let text = GOOD
+        .replace("${PG_PORT:-5432}", "${PG_PORT:-54x}")
+        .replace("kind = \"s3\"", "kind = \"s4\"")
+        .replace("tenant = \"acme\"", "tenant = \"Acme Corp\"");
+    let report = project.error(&text);
+    assert!(
+        report.contains("tenant \"Acme Corp\" is not a valid tenant name"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`sources.pg.port`: \"54x\" is not a port number (1-65535)"),
+        "{report}"
+    );
+    assert!(report.contains("t.toml:6:8"), "{report}");
+    assert!(
+        report.contains("source `files` has unknown kind \"s4\""),
+        "{report}"
+    );
+    assert!(report.contains("help: did you mean \"s3\"?"), "{report}");
+}
+
+#[test]
+fn a_syntax_error_points_at_its_place() {
+    let project = Project::new();
+    let text = GOOD.replace("database = \"acme\"", "database = \"acme");
+    let report = project.error(&text);
+    assert!(report.contains("t.toml:7:"), "{report}");
+}
+
+#[test]
+fn steps_need_exactly_one_action_and_unique_names() {
+    let project = Project::new();
+    let text = GOOD
+        .replace("name = \"transform\"", "name = \"publish\"")
+        .replace(
+            "publish = [\"provider\"]",
+            "publish = [\"provider\"]\nextract = \"pg\"",
+        );
+    let report = project.error(&text);
+    assert!(
+        report.contains("step name `publish` is used twice"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "step `publish` must have exactly one of `extract`, `sql` or `publish` (found 2)"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn paths_are_normalised_lexically() {
+    assert_eq!(
+        normalize(Path::new("pipelines/../lake/acme")),
+        PathBuf::from("lake/acme")
+    );
+    assert_eq!(normalize(Path::new("../x/./y")), PathBuf::from("../x/y"));
+    assert_eq!(normalize(Path::new("/a/b/../c")), PathBuf::from("/a/c"));
+}
+
+#[test]
+fn the_sample_manifest_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let m = Manifest::load_with(&root.join("pipelines/acme.toml"), |_| None).unwrap();
+    assert_eq!(m.tenant, "acme");
+    let names: Vec<&str> = m.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["extract_postgres", "extract_files", "transform", "publish"]
+    );
+}

@@ -1,0 +1,79 @@
+//! Publishing: the OMOP tables written as Parquet into a folder of their own per run,
+//! counted back from the files, then made current by swapping one symlink. A reader of
+//! `omop/current/` sees one whole run or the one before, never a mix; a failed run leaves
+//! `current` where it was.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::engine::{literal, Engine};
+
+/// Writes each table to `<outputs>/runs/<run_id>/<table>.parquet` and checks that every
+/// row arrived. Returns the folder and the rows per table.
+pub fn write(
+    engine: &Engine,
+    outputs: &Path,
+    run_id: &str,
+    tables: &[String],
+) -> Result<(PathBuf, Vec<(String, i64)>)> {
+    let dir = outputs.join("runs").join(run_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut counts = Vec::new();
+    for table in tables {
+        let file = dir.join(format!("{table}.parquet"));
+        let file_lit = literal(&file.to_string_lossy());
+        engine
+            .execute(&format!(
+                "copy (select * from omop.{table} order by 1) to {file_lit} \
+                 (format parquet, compression zstd, row_group_size 122880)"
+            ))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        let in_table = engine.query_i64(&format!("select count(*) from omop.{table}"))?;
+        let in_file =
+            engine.query_i64(&format!("select count(*) from read_parquet({file_lit})"))?;
+        if in_table != in_file {
+            bail!(
+                "{} holds {in_file} rows but omop.{table} has {in_table}: not published",
+                file.display()
+            );
+        }
+        counts.push((table.clone(), in_file));
+    }
+    Ok((dir, counts))
+}
+
+/// Points `<outputs>/current` at the run's folder (an atomic rename of a new symlink).
+pub fn make_current(outputs: &Path, run_dir: &Path) -> Result<()> {
+    let target = run_dir
+        .strip_prefix(outputs)
+        .unwrap_or(run_dir)
+        .to_path_buf();
+    let tmp = outputs.join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)
+        .with_context(|| format!("cannot create symlink {}", tmp.display()))?;
+    std::fs::rename(&tmp, outputs.join("current"))
+        .with_context(|| format!("cannot update {}", outputs.join("current").display()))?;
+    Ok(())
+}
+
+/// Removes run folders beyond the newest `keep`, never the current one.
+pub fn prune(outputs: &Path, keep: usize) -> Result<()> {
+    let current = std::fs::read_link(outputs.join("current")).ok();
+    let runs = outputs.join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(());
+    };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    let excess = dirs.len().saturating_sub(keep + 1);
+    for dir in dirs.into_iter().take(excess) {
+        if current.as_ref().is_some_and(|c| outputs.join(c) == dir) {
+            continue;
+        }
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,523 @@
+//! One run of one tenant's pipeline: the selected steps in manifest order, inside one
+//! DuckDB transaction, so the lake's state never moves past data that was not written.
+//! Outputs are published only after the transaction commits; a failed run rolls back,
+//! leaves the last good outputs in place and is recorded with its error.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::engine::{literal, Engine, Redactor};
+use crate::manifest::{nearest, Manifest, SourceKind, Step, StepAction};
+use crate::progress::Progress;
+use crate::publish;
+use crate::sources::{self, postgres, s3};
+
+/// Which steps to run, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub steps: Vec<String>,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    pub full_refresh: bool,
+}
+
+/// A mistake in the command line rather than in the data (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub name: String,
+    pub seconds: f64,
+    pub rows: i64,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconciliation {
+    pub entity: String,
+    pub source: String,
+    pub read: i64,
+    pub loaded: i64,
+    pub merged: i64,
+    pub quarantined: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub tenant: String,
+    pub run_id: String,
+    pub steps: Vec<StepResult>,
+    pub outputs: Vec<(String, i64, PathBuf)>,
+    pub reconciliation: Vec<Reconciliation>,
+    pub seconds: f64,
+}
+
+/// Picks the steps to run, in manifest order.
+pub fn select_steps<'a>(manifest: &'a Manifest, opts: &RunOptions) -> Result<Vec<&'a Step>> {
+    let names: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();
+    let position = |name: &str| {
+        names.iter().position(|n| *n == name).ok_or_else(|| {
+            let hint = nearest(name, names.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            UsageError(format!(
+                "{} has no step `{name}`{hint}; its steps are: {}",
+                manifest.path.display(),
+                names.join(", ")
+            ))
+        })
+    };
+    let from = opts.from.as_deref().map(position).transpose()?.unwrap_or(0);
+    let until = opts
+        .until
+        .as_deref()
+        .map(position)
+        .transpose()?
+        .unwrap_or(names.len().saturating_sub(1));
+    if from > until {
+        return Err(UsageError(format!(
+            "--from {} comes after --until {} in the manifest",
+            names[from], names[until]
+        ))
+        .into());
+    }
+    let mut only = Vec::new();
+    for name in &opts.steps {
+        only.push(position(name)?);
+    }
+    Ok(manifest
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i >= from && *i <= until && (only.is_empty() || only.contains(i)))
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// Holds the tenant's run lock until dropped.
+pub struct RunLock {
+    _file: File,
+}
+
+pub fn lock(manifest: &Manifest) -> Result<RunLock> {
+    std::fs::create_dir_all(&manifest.lake_dir)
+        .with_context(|| format!("cannot create {}", manifest.lake_dir.display()))?;
+    let path = manifest.lake_dir.join(".lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another run of tenant `{}` is in progress (it holds {}); this run did nothing",
+            manifest.tenant,
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).context(format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Opens the tenant's database and makes sure its fixed tables exist.
+pub fn open_lake(manifest: &Manifest) -> Result<Engine> {
+    let engine = Engine::open(
+        &manifest.database_path(),
+        &manifest.engine,
+        Redactor::new(manifest.secrets()),
+    )?;
+    engine.execute_file(&manifest.sql_dir.join("ddl").join("etl.sql"))?;
+    Ok(engine)
+}
+
+pub fn new_run_id() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string()
+}
+
+pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
+    let steps = select_steps(manifest, opts)?;
+    let _lock = lock(manifest)?;
+    let started = Instant::now();
+    let engine = open_lake(manifest)?;
+    let run_id = new_run_id();
+    let step_names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+
+    // A run still marked running holds no lock any more: it was killed. Say so.
+    engine.execute(
+        "update etl.runs set status = 'failed', finished_at = now(), \
+         error = 'interrupted: the process ended before the run finished; nothing it did was kept' \
+         where status = 'running'",
+    )?;
+    engine.execute(&format!(
+        "insert into etl.runs (run_id, tenant, started_at, status, steps) values ({}, {}, now(), 'running', {})",
+        literal(&run_id),
+        literal(&manifest.tenant),
+        literal(&step_names.join(","))
+    ))?;
+    log::info!(
+        "run {run_id} of tenant `{}` started: steps {}",
+        manifest.tenant,
+        step_names.join(", ")
+    );
+
+    let mut ctx = RunContext {
+        manifest,
+        engine: &engine,
+        run_id: &run_id,
+        opts,
+        results: Vec::new(),
+        outputs: Vec::new(),
+        run_dir: None,
+        progress: Progress,
+    };
+    let outcome = ctx.run_steps(&steps);
+    let RunContext {
+        results,
+        outputs,
+        run_dir,
+        ..
+    } = ctx;
+    let seconds = started.elapsed().as_secs_f64();
+
+    match outcome {
+        Ok(()) => {
+            let reconciliation = read_reconciliation(&engine, &run_id)?;
+            finish(
+                &engine,
+                &run_id,
+                "succeeded",
+                None,
+                run_dir.as_deref(),
+                &results,
+            )?;
+            log::info!("run {run_id} succeeded in {seconds:.2}s");
+            Ok(RunReport {
+                tenant: manifest.tenant.clone(),
+                run_id,
+                steps: results,
+                outputs,
+                reconciliation,
+                seconds,
+            })
+        }
+        Err(err) => {
+            let _ = engine.execute("rollback");
+            if let Some(dir) = &run_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let message = engine.redactor().redact(&format!("{err:#}"));
+            let _ = finish(&engine, &run_id, "failed", Some(&message), None, &results);
+            log::error!(
+                "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged"
+            );
+            Err(anyhow!(message)).context(format!(
+                "run {run_id} of tenant `{}` failed",
+                manifest.tenant
+            ))
+        }
+    }
+}
+
+fn finish(
+    engine: &Engine,
+    run_id: &str,
+    status: &str,
+    error: Option<&str>,
+    run_dir: Option<&Path>,
+    results: &[StepResult],
+) -> Result<()> {
+    let mut sql = format!(
+        "update etl.runs set status = {}, finished_at = now(), error = {}, output_dir = {} where run_id = {};",
+        literal(status),
+        error.map_or("null".into(), literal),
+        run_dir.map_or("null".into(), |d| literal(&d.to_string_lossy())),
+        literal(run_id)
+    );
+    for r in results {
+        sql.push_str(&format!(
+            "insert into etl.run_steps values ({}, {}, now() - to_microseconds({}::bigint), {}, {}, {});",
+            literal(run_id),
+            literal(&r.name),
+            (r.seconds * 1e6) as i64,
+            r.seconds,
+            r.rows,
+            literal(r.status)
+        ));
+    }
+    engine.execute(&sql)
+}
+
+fn read_reconciliation(engine: &Engine, run_id: &str) -> Result<Vec<Reconciliation>> {
+    let rows = engine.query_strings(&format!(
+        "select entity, source, rows_read, loaded, merged, quarantined from etl.reconciliation \
+         where run_id = {} order by entity desc, source desc",
+        literal(run_id)
+    ))?;
+    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(rows
+        .iter()
+        .map(|r| Reconciliation {
+            entity: r[0].clone().unwrap_or_default(),
+            source: r[1].clone().unwrap_or_default(),
+            read: num(&r[2]),
+            loaded: num(&r[3]),
+            merged: num(&r[4]),
+            quarantined: num(&r[5]),
+        })
+        .collect())
+}
+
+struct RunContext<'a> {
+    manifest: &'a Manifest,
+    engine: &'a Engine,
+    run_id: &'a str,
+    opts: &'a RunOptions,
+    results: Vec<StepResult>,
+    outputs: Vec<(String, i64, PathBuf)>,
+    run_dir: Option<PathBuf>,
+    progress: Progress,
+}
+
+impl RunContext<'_> {
+    fn run_steps(&mut self, steps: &[&Step]) -> Result<()> {
+        let engine = self.engine;
+        engine.execute(&format!("set variable run_id = {}", literal(self.run_id)))?;
+
+        // Connect every source the selected steps read, before any work is done.
+        for step in steps {
+            if let StepAction::Extract { source } = &step.action {
+                let source = self.manifest.source(source).ok_or_else(|| {
+                    anyhow!("step `{}` names unknown source `{source}`", step.name)
+                })?;
+                connect(engine, self.manifest, source)?;
+            }
+        }
+
+        engine.execute("begin transaction")?;
+        for step in steps {
+            let started = Instant::now();
+            log::info!("step {} started", step.name);
+            let spinner = self.progress.spinner(&step.name);
+            let rows = self
+                .run_step(step)
+                .with_context(|| format!("step `{}` failed", step.name));
+            spinner.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            match rows {
+                Ok(rows) => {
+                    log::info!("step {} finished: {rows} rows in {seconds:.2}s", step.name);
+                    self.results.push(StepResult {
+                        name: step.name.clone(),
+                        seconds,
+                        rows,
+                        status: "succeeded",
+                    });
+                }
+                Err(err) => {
+                    self.results.push(StepResult {
+                        name: step.name.clone(),
+                        seconds,
+                        rows: 0,
+                        status: "failed",
+                    });
+                    return Err(err);
+                }
+            }
+        }
+        engine.execute("commit").context("cannot commit the run")?;
+        if let Some(dir) = &self.run_dir {
+            let outputs = self.manifest.outputs_dir();
+            publish::make_current(&outputs, dir)?;
+            publish::prune(&outputs, self.manifest.engine.keep_outputs)?;
+            log::info!("published {}", outputs.join("current").display());
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<i64> {
+        let engine = self.engine;
+        match &step.action {
+            StepAction::Extract { source } => {
+                let source = self
+                    .manifest
+                    .source(source)
+                    .expect("checked when connecting");
+                let described = sources::describe(source);
+                let result = match &source.kind {
+                    SourceKind::Postgres(pg) => postgres::extract(engine, &source.name, pg, self.run_id)
+                        .map(|tables| tables.iter().map(|(_, n)| n).sum()),
+                    SourceKind::S3(s3cfg) => s3::extract(
+                        engine,
+                        &source.name,
+                        s3cfg,
+                        self.run_id,
+                        self.opts.full_refresh,
+                        &self.progress,
+                    )
+                    .map(|stats| {
+                        log::info!(
+                            "  {} objects listed: {} new or changed read, {} unchanged skipped, {} rejected",
+                            stats.listed,
+                            stats.loaded,
+                            stats.skipped_unchanged,
+                            stats.rejected
+                        );
+                        stats.rows
+                    }),
+                };
+                result.with_context(|| described)
+            }
+            StepAction::Transform { models } => {
+                self.load_vocabularies()?;
+                let macros = self.manifest.sql_dir.join("macros");
+                for file in sql_files(&macros)? {
+                    engine.execute_file(&file)?;
+                }
+                for model in models {
+                    let started = Instant::now();
+                    engine.execute_file(model)?;
+                    log::debug!(
+                        "  {} in {:.2}s",
+                        model.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                self.run_checks()?;
+                engine.query_i64("select (select count(*) from omop.provider) + (select count(*) from omop.care_site)")
+            }
+            StepAction::Publish { tables } => {
+                let (dir, counts) =
+                    publish::write(engine, &self.manifest.outputs_dir(), self.run_id, tables)?;
+                self.run_dir = Some(dir.clone());
+                let current = self.manifest.outputs_dir().join("current");
+                let mut total = 0;
+                for (table, rows) in counts {
+                    log::info!("  {table}: {rows} rows");
+                    total += rows;
+                    self.outputs.push((
+                        table.clone(),
+                        rows,
+                        current.join(format!("{table}.parquet")),
+                    ));
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Every CSV in the vocabulary folder becomes `vocab.<name>`.
+    fn load_vocabularies(&self) -> Result<()> {
+        let dir = &self.manifest.vocab_dir;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read vocabulary folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        files.sort();
+        for file in files {
+            let name = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            self.engine
+                .execute(&format!(
+                    "create or replace table vocab.{name} as select * from read_csv({}, header = true, \
+                     types = {{'source_value': 'VARCHAR', 'concept_id': 'INTEGER'}})",
+                    literal(&file.to_string_lossy())
+                ))
+                .with_context(|| format!("vocabulary {} cannot be loaded", file.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Each file in sql/checks is a query listing problems; any row fails the run.
+    fn run_checks(&self) -> Result<()> {
+        let dir = self.manifest.sql_dir.join("checks");
+        let mut problems = Vec::new();
+        for file in sql_files(&dir)? {
+            let sql = std::fs::read_to_string(&file)?;
+            let rows = self
+                .engine
+                .query_strings(&sql)
+                .with_context(|| format!("check {} failed to run", file.display()))?;
+            for row in rows {
+                problems.push(format!(
+                    "{}: {}",
+                    file.file_name().unwrap_or_default().to_string_lossy(),
+                    row.first().cloned().flatten().unwrap_or_default()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "the outputs fail their checks, nothing was published:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+}
+
+fn connect(engine: &Engine, manifest: &Manifest, source: &crate::manifest::Source) -> Result<()> {
+    let described = sources::describe(source);
+    match &source.kind {
+        SourceKind::Postgres(pg) => postgres::attach(engine, &manifest.engine, &source.name, pg),
+        SourceKind::S3(s3cfg) => s3::create_secret(engine, &manifest.engine, &source.name, s3cfg),
+    }
+    .with_context(|| described)
+}
+
+/// The `.sql` files of a folder, sorted by name (an absent folder has none).
+pub fn sql_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Checks the manifest's sources answer: Postgres tables readable, bucket listable.
+pub fn check_connections(manifest: &Manifest) -> Result<Vec<String>> {
+    let engine = Engine::in_memory(&manifest.engine, Redactor::new(manifest.secrets()))?;
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for source in &manifest.sources {
+        let described = sources::describe(source);
+        let result = match &source.kind {
+            SourceKind::Postgres(pg) => {
+                postgres::attach(&engine, &manifest.engine, &source.name, pg)
+                    .and_then(|()| postgres::check(&engine, &source.name, pg))
+                    .map(|()| format!("{} tables readable", pg.tables.len()))
+            }
+            SourceKind::S3(s3cfg) => s3::list(s3cfg).map(|objects| {
+                format!("{} objects under prefix {:?}", objects.len(), s3cfg.prefix)
+            }),
+        };
+        match result {
+            Ok(detail) => lines.push(format!("ok      {described}: {detail}")),
+            Err(err) => {
+                let msg = engine.redactor().redact(&format!("{err:#}"));
+                lines.push(format!("FAILED  {described}: {msg}"));
+                failures.push(described);
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(lines)
+    } else {
+        Err(anyhow!(
+            "{}\n{} source(s) failed: {}",
+            lines.join("\n"),
+            failures.len(),
+            failures.join(", ")
+        ))
+    }
+}

@@ -1,0 +1,583 @@
+//! Sample data for the demo, the tests and the benchmark: the tenant's Postgres tables
+//! (the exercise's DDL plus `updated_at`) and the files a client drops in its bucket.
+//!
+//! The first rows are written by hand, each with the bad data it stands for (see
+//! docs/data-quality.md); `rows` beyond them are synthetic and loaded with COPY, so
+//! millions take seconds.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::manifest::{OnBadFile, S3Source, Secret, UrlStyle};
+use crate::sources::s3;
+
+pub struct PgTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+}
+
+impl PgTarget {
+    fn client(&self) -> Result<postgres::Client> {
+        postgres::Config::new()
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.database)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect(postgres::NoTls)
+            .with_context(|| {
+                format!(
+                    "cannot connect to postgres {}:{}, database {}, user {}",
+                    self.host, self.port, self.database, self.user
+                )
+            })
+    }
+}
+
+/// The source schema. No foreign key from provider to care_site: the clients' systems
+/// often have none, and the pipeline must cope with a provider naming a missing site.
+/// `npi` is wider than 10 so formatted values ('123-456-7893') arrive as sent.
+const SCHEMA: &str = "
+drop table if exists provider;
+drop table if exists care_site;
+create table care_site (
+    care_site_id serial primary key,
+    care_site_name varchar(255),
+    place_of_service_concept_id integer,
+    location_id integer,
+    care_site_source_value varchar(50),
+    place_of_service_source_value varchar(50),
+    updated_at timestamptz not null default now()
+);
+create table provider (
+    provider_id serial primary key,
+    provider_name varchar(255) not null,
+    npi varchar(20),
+    provider_type_concept_id integer,
+    specialty_concept_id integer,
+    care_site_id integer,
+    provider_source_value varchar(50),
+    specialty_source_value varchar(50),
+    updated_at timestamptz not null default now()
+);
+create index on provider (updated_at);
+create index on care_site (updated_at);
+";
+
+/// Hand-written care sites: (name, place of service concept, location, source value,
+/// place of service source value, updated_at). Ids are 1..=10 in this order.
+pub const CARE_SITES: &[(Option<&str>, Option<i32>, i32, &str, &str, &str)] = &[
+    (
+        Some("City Hospital"),
+        Some(8717),
+        1,
+        "CS001",
+        "Inpatient Hospital",
+        "2026-11-05 09:00:00+00",
+    ),
+    (
+        Some("Village Clinic"),
+        Some(8716),
+        2,
+        "CS002",
+        "Independent Clinic",
+        "2026-11-01 09:00:00+00",
+    ),
+    // place of service concept missing: mapped from its source value
+    (
+        Some("Metro Med"),
+        None,
+        3,
+        "CS003",
+        "Outpatient Hospital",
+        "2026-11-01 09:00:00+00",
+    ),
+    (
+        Some("Suburban Health"),
+        Some(8940),
+        4,
+        "CS004",
+        "Office",
+        "2026-11-01 09:00:00+00",
+    ),
+    // stray spaces and lower case: matched to "Downtown Health" in the files
+    (
+        Some("  downtown   health "),
+        Some(8756),
+        5,
+        "CS005",
+        "Outpatient Hospital",
+        "2026-11-01 09:00:00+00",
+    ),
+    (
+        Some("North Health Institute"),
+        Some(8756),
+        6,
+        "CS006",
+        "Outpatient Hospital",
+        "2026-11-01 09:00:00+00",
+    ),
+    // the same site again under another case, older: merged into City Hospital
+    (
+        Some("CITY HOSPITAL"),
+        Some(8717),
+        1,
+        "CS007",
+        "Inpatient Hospital",
+        "2026-10-01 09:00:00+00",
+    ),
+    // concept disagrees with its source value (8870 is Emergency Room): vocabulary wins
+    (
+        Some("Eastside Urgent Care"),
+        Some(8870),
+        8,
+        "CS008",
+        "Urgent Care Facility",
+        "2026-11-01 09:00:00+00",
+    ),
+    // a place of service the vocabulary does not know: concept 0
+    (
+        Some("Lakeside Lab"),
+        None,
+        9,
+        "CS009",
+        "Lab",
+        "2026-11-01 09:00:00+00",
+    ),
+    // no name at all
+    (
+        None,
+        Some(8940),
+        10,
+        "CS010",
+        "Office",
+        "2026-11-01 09:00:00+00",
+    ),
+];
+
+/// Hand-written providers: (name, npi, specialty concept, care site id, source value,
+/// specialty source value, updated_at). Ids are 1..=10 in this order.
+#[allow(clippy::type_complexity)]
+pub const PROVIDERS: &[(
+    &str,
+    Option<&str>,
+    Option<i32>,
+    Option<i32>,
+    &str,
+    &str,
+    &str,
+)] = &[
+    (
+        "John Doe",
+        Some("1234567890"),
+        Some(38004451),
+        Some(1),
+        "JD001",
+        "Cardiology",
+        "2026-11-02 10:00:00+00",
+    ),
+    (
+        "Jane Smith",
+        Some("2345678901"),
+        Some(38004477),
+        Some(2),
+        "JS002",
+        "Pediatrics",
+        "2026-11-02 10:00:00+00",
+    ),
+    (
+        "Alice Nguyen",
+        Some("1841293750"),
+        Some(38004456),
+        Some(4),
+        "AN101",
+        "Internal Medicine",
+        "2026-11-02 10:00:00+00",
+    ),
+    // stray spaces
+    (
+        "  robert   KING ",
+        Some("1203456789"),
+        Some(38004446),
+        Some(3),
+        "RK102",
+        "General Practice",
+        "2026-11-02 10:00:00+00",
+    ),
+    // the text NULL as a name, and nobody else names this provider: quarantined
+    (
+        "NULL",
+        Some("1678901236"),
+        Some(38004452),
+        Some(5),
+        "XX103",
+        "Dermatology",
+        "2026-11-02 10:00:00+00",
+    ),
+    // blank name; the files know this provider (MB007) but without a name either
+    (
+        "   ",
+        None,
+        Some(38004465),
+        Some(5),
+        "MB007",
+        "Ortho",
+        "2026-11-02 10:00:00+00",
+    ),
+    // NPI with dashes: digits kept, valid
+    (
+        "Maria Lopez",
+        Some("123-456-7893"),
+        Some(38004453),
+        Some(6),
+        "ML104",
+        "Family Practice",
+        "2026-11-02 10:00:00+00",
+    ),
+    // NPI of 5 digits: not an NPI, left empty
+    (
+        "Tom Baker",
+        Some("98765"),
+        Some(38004469),
+        Some(8),
+        "TB105",
+        "Psychiatry",
+        "2026-11-02 10:00:00+00",
+    ),
+    // care site 99 does not exist
+    (
+        "Grace Hopper",
+        Some("1456789019"),
+        Some(38004458),
+        Some(99),
+        "GH106",
+        "Neurology",
+        "2026-11-02 10:00:00+00",
+    ),
+    // title and credentials around the name; a specialty the vocabulary does not know;
+    // care site 7 is the duplicate of City Hospital
+    (
+        "Dr. Alan Smithee MD",
+        Some("1934567896"),
+        None,
+        Some(7),
+        "AS107",
+        "Sports Med",
+        "2026-11-02 10:00:00+00",
+    ),
+];
+
+const FIRST: &[&str] = &[
+    "James", "Mary", "Robert", "Patricia", "Michael", "Linda", "David", "Barbara", "Wei", "Fatima",
+    "Carlos", "Aisha", "Ivan", "Sofia", "Kenji", "Amara",
+];
+const LAST: &[&str] = &[
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Chen", "Khan",
+    "Lopez", "Okafor", "Petrov", "Rossi", "Tanaka", "Mensah",
+];
+const SPECIALTIES: &[(&str, i32)] = &[
+    ("Cardiology", 38004451),
+    ("Peds", 38004477),
+    ("Neurology", 38004458),
+    ("Ortho", 38004465),
+    ("Dermatology", 38004452),
+    ("General Practice", 38004446),
+    ("Int Med", 38004456),
+    ("Family Practice", 38004453),
+    ("Emergency Medicine", 38004510),
+    ("Psychiatry", 38004469),
+    ("Oncology", 0),
+];
+const PLACES: &[(&str, i32)] = &[
+    ("Inpatient Hospital", 8717),
+    ("Outpatient Hospital", 8756),
+    ("Office", 8940),
+    ("Independent Clinic", 8716),
+    ("Urgent Care Facility", 8782),
+];
+
+/// The NPI check digit: Luhn over '80840' followed by the nine digits.
+pub fn npi_check_digit(nine: &str) -> u32 {
+    let digits = format!("80840{nine}");
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap_or(0);
+            if i % 2 == 0 {
+                let x = d * 2;
+                x / 10 + x % 10
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// A deterministic stream of pseudo-random numbers (splitmix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn csv_field(s: Option<&str>) -> String {
+    match s {
+        None => String::new(),
+        Some(v) => format!("\"{}\"", v.replace('"', "\"\"")),
+    }
+}
+
+/// A synthetic provider for row `i` (1-based beyond the hand-written ones): a name, a
+/// mostly valid NPI, a specialty and a site. About 1% carry a bad NPI check digit.
+pub fn synthetic_provider(i: u64, sites: u64) -> (String, String, &'static str, i32, u64, String) {
+    let mut rng = Rng(i);
+    let name = format!(
+        "{} {}",
+        FIRST[rng.below(FIRST.len() as u64) as usize],
+        LAST[rng.below(LAST.len() as u64) as usize]
+    );
+    let nine = format!("1{:08}", i % 100_000_000);
+    let check = npi_check_digit(&nine);
+    let check = if rng.below(100) == 0 {
+        (check + 1) % 10
+    } else {
+        check
+    };
+    let (specialty, concept) = SPECIALTIES[rng.below(SPECIALTIES.len() as u64) as usize];
+    let site = 1 + rng.below(sites);
+    (
+        name,
+        format!("{nine}{check}"),
+        specialty,
+        concept,
+        site,
+        format!("P{i:09}"),
+    )
+}
+
+/// Creates and fills the tenant's source tables; `rows` providers in all (at least the
+/// hand-written ones). Care sites: the hand-written ten, plus one per thousand providers.
+pub fn seed_postgres(target: &PgTarget, rows: u64) -> Result<(u64, u64)> {
+    let mut client = target.client()?;
+    client
+        .batch_execute(SCHEMA)
+        .context("cannot create the source tables")?;
+
+    let extra_sites = rows / 1000;
+    let mut buf = Vec::new();
+    for (i, (name, pos, location, source, pos_source, updated)) in CARE_SITES.iter().enumerate() {
+        writeln!(
+            buf,
+            "{},{},{},{},{},{},{}",
+            i + 1,
+            csv_field(*name),
+            pos.map(|p| p.to_string()).unwrap_or_default(),
+            location,
+            csv_field(Some(source)),
+            csv_field(Some(pos_source)),
+            updated
+        )?;
+    }
+    for j in 0..extra_sites {
+        let id = CARE_SITES.len() as u64 + j + 1;
+        let (place, concept) = PLACES[(j % PLACES.len() as u64) as usize];
+        writeln!(
+            buf,
+            "{id},\"Site {id}\",{concept},{id},\"CS{id:06}\",\"{place}\",2026-11-01 09:00:00+00"
+        )?;
+    }
+    copy_in(&mut client, "care_site (care_site_id, care_site_name, place_of_service_concept_id, location_id, care_site_source_value, place_of_service_source_value, updated_at)", &buf)?;
+    let sites = CARE_SITES.len() as u64 + extra_sites;
+
+    let mut writer = client
+        .copy_in("copy provider (provider_id, provider_name, npi, provider_type_concept_id, specialty_concept_id, care_site_id, provider_source_value, specialty_source_value, updated_at) from stdin with (format csv)")
+        .context("cannot start COPY into provider")?;
+    let mut line = String::new();
+    for (i, (name, npi, concept, site, source, specialty, updated)) in PROVIDERS.iter().enumerate()
+    {
+        line.clear();
+        line.push_str(&format!(
+            "{},{},{},,{},{},{},{},{}\n",
+            i + 1,
+            csv_field(Some(name)),
+            csv_field(*npi),
+            concept.map(|c| c.to_string()).unwrap_or_default(),
+            site.map(|s| s.to_string()).unwrap_or_default(),
+            csv_field(Some(source)),
+            csv_field(Some(specialty)),
+            updated
+        ));
+        writer.write_all(line.as_bytes())?;
+    }
+    let total = rows.max(PROVIDERS.len() as u64);
+    for id in PROVIDERS.len() as u64 + 1..=total {
+        let (name, npi, specialty, concept, site, source) = synthetic_provider(id, sites);
+        line.clear();
+        line.push_str(&format!(
+            "{id},{name},{npi},,{concept},{site},{source},{specialty},2026-11-01 09:00:00+00\n"
+        ));
+        writer.write_all(line.as_bytes())?;
+    }
+    writer.finish().context("COPY into provider failed")?;
+    client.batch_execute(
+        "select setval('care_site_care_site_id_seq', (select max(care_site_id) from care_site));
+         select setval('provider_provider_id_seq', (select max(provider_id) from provider));
+         analyze care_site; analyze provider;",
+    )?;
+    Ok((sites, total))
+}
+
+fn copy_in(client: &mut postgres::Client, target: &str, data: &[u8]) -> Result<()> {
+    let mut writer = client
+        .copy_in(&format!("copy {target} from stdin with (format csv)"))
+        .with_context(|| format!("cannot start COPY into {target}"))?;
+    writer.write_all(data)?;
+    writer
+        .finish()
+        .with_context(|| format!("COPY into {target} failed"))?;
+    Ok(())
+}
+
+pub struct BucketTarget {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl BucketTarget {
+    pub fn source(&self) -> S3Source {
+        S3Source {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            prefix: String::new(),
+            access_key_id: Secret::new(self.access_key_id.clone()),
+            secret_access_key: Secret::new(self.secret_access_key.clone()),
+            use_ssl: false,
+            url_style: UrlStyle::Path,
+            table: "provider".into(),
+            columns: Vec::new(),
+            on_bad_file: OnBadFile::Skip,
+        }
+    }
+
+    /// Creates the bucket if it does not exist yet.
+    pub fn ensure_bucket(&self) -> Result<()> {
+        let source = self.source();
+        let bucket = s3::bucket(&source)?;
+        if bucket.exists().unwrap_or(false) {
+            return Ok(());
+        }
+        let credentials = s3::bucket(&source)?
+            .credentials()
+            .map_err(|e| anyhow!("{e}"))?;
+        ::s3::Bucket::create_with_path_style(
+            &self.bucket,
+            ::s3::Region::Custom {
+                region: self.region.clone(),
+                endpoint: format!("http://{}", self.endpoint.trim_start_matches("http://")),
+            },
+            credentials,
+            ::s3::BucketConfiguration::default(),
+        )
+        .map_err(|e| anyhow!("cannot create bucket {}: {e}", self.bucket))?;
+        Ok(())
+    }
+
+    pub fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+        let bucket = s3::bucket(&self.source())?;
+        bucket
+            .put_object(key, body)
+            .map_err(|e| anyhow!("cannot upload s3://{}/{key}: {e}", self.bucket))?;
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let bucket = s3::bucket(&self.source())?;
+        bucket
+            .delete_object(key)
+            .map_err(|e| anyhow!("cannot delete s3://{}/{key}: {e}", self.bucket))?;
+        Ok(())
+    }
+
+    /// Removes every object under a prefix.
+    pub fn clear(&self, prefix: &str) -> Result<usize> {
+        let mut source = self.source();
+        source.prefix = prefix.to_string();
+        let objects = s3::list(&source)?;
+        for o in &objects {
+            self.delete(&o.key)?;
+        }
+        Ok(objects.len())
+    }
+}
+
+/// Uploads every file under `dir` with its relative path as the key.
+pub fn upload_dir(target: &BucketTarget, dir: &Path) -> Result<Vec<String>> {
+    target.ensure_bucket()?;
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    let mut keys = Vec::new();
+    for file in files {
+        let key = file
+            .strip_prefix(dir)
+            .expect("collected under dir")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let body =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        target.put(&key, &body)?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npi_check_digit_matches_the_published_example() {
+        // 1234567893 is the CMS example of a valid NPI.
+        assert_eq!(npi_check_digit("123456789"), 3);
+        assert_eq!(npi_check_digit("184129375"), 0);
+    }
+
+    #[test]
+    fn synthetic_rows_are_deterministic() {
+        assert_eq!(synthetic_provider(42, 10), synthetic_provider(42, 10));
+        assert_ne!(synthetic_provider(42, 10).1, synthetic_provider(43, 10).1);
+    }
+}

@@ -1,0 +1,487 @@
+//! Files in an S3 bucket (MinIO, AWS S3, SeaweedFS: one endpoint setting apart). Objects
+//! are listed with their ETag; an object already in the ledger with the same ETag is not
+//! read again. Each new object is read on its own through DuckDB's httpfs, so a bad file
+//! is recorded and skipped while the good ones load.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use s3::creds::Credentials;
+use s3::{Bucket, Region};
+
+use crate::engine::{ident, literal, Engine};
+use crate::manifest::{EngineSettings, OnBadFile, S3Source, UrlStyle};
+use crate::progress::Progress;
+use crate::sources::raw_table;
+
+pub fn endpoint(s3: &S3Source) -> String {
+    format!("s3 {}, bucket {}", url(s3), s3.bucket)
+}
+
+fn url(s3: &S3Source) -> String {
+    let scheme = if s3.use_ssl { "https" } else { "http" };
+    if s3.endpoint.contains("://") {
+        s3.endpoint.clone()
+    } else {
+        format!("{scheme}://{}", s3.endpoint)
+    }
+}
+
+/// A client for the bucket, with a bounded request time.
+pub fn bucket(s3: &S3Source) -> Result<Box<Bucket>> {
+    let credentials = Credentials::new(
+        Some(s3.access_key_id.expose()),
+        Some(s3.secret_access_key.expose()),
+        None,
+        None,
+        None,
+    )
+    .map_err(|e| anyhow!("invalid credentials: {e}"))?;
+    let region = Region::Custom {
+        region: s3.region.clone(),
+        endpoint: url(s3),
+    };
+    let bucket = Bucket::new(&s3.bucket, region, credentials)?
+        .with_request_timeout(Duration::from_secs(60))?;
+    Ok(match s3.url_style {
+        UrlStyle::Path => bucket.with_path_style(),
+        UrlStyle::Vhost => bucket,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: String,
+}
+
+/// Every object under the source's prefix, sorted by key.
+pub fn list(s3: &S3Source) -> Result<Vec<ObjectInfo>> {
+    let bucket = bucket(s3)?;
+    let pages = bucket.list(s3.prefix.clone(), None).map_err(|e| {
+        anyhow!(
+            "listing s3://{}/{} failed: {}",
+            s3.bucket,
+            s3.prefix,
+            s3_error(&e)
+        )
+    })?;
+    let mut out: Vec<ObjectInfo> = pages
+        .into_iter()
+        .flat_map(|page| page.contents)
+        .filter(|o| !o.key.ends_with('/'))
+        .map(|o| ObjectInfo {
+            etag: o.e_tag.unwrap_or_default().trim_matches('"').to_string(),
+            key: o.key,
+            size: o.size,
+            last_modified: o.last_modified,
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+fn s3_error(e: &s3::error::S3Error) -> String {
+    match e {
+        s3::error::S3Error::HttpFailWithBody(status, body) => {
+            let code = between(body, "<Code>", "</Code>").unwrap_or("");
+            let message = between(body, "<Message>", "</Message>").unwrap_or(body.as_str());
+            format!("HTTP {status} {code}: {message}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(&text[from..to])
+}
+
+/// Lets DuckDB read the bucket: a secret scoped to it.
+pub fn create_secret(
+    engine: &Engine,
+    settings: &EngineSettings,
+    name: &str,
+    s3: &S3Source,
+) -> Result<()> {
+    engine.load_extension("httpfs", settings)?;
+    let endpoint = s3
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    engine.execute(&format!(
+        "create or replace temporary secret etl_s3_{name} (type s3, key_id {}, secret {}, endpoint {}, \
+         region {}, url_style {}, use_ssl {}, scope {})",
+        literal(s3.access_key_id.expose()),
+        literal(s3.secret_access_key.expose()),
+        literal(endpoint),
+        literal(&s3.region),
+        literal(match s3.url_style {
+            UrlStyle::Path => "path",
+            UrlStyle::Vhost => "vhost",
+        }),
+        s3.use_ssl,
+        literal(&format!("s3://{}", s3.bucket)),
+    ))
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub listed: usize,
+    pub skipped_unchanged: usize,
+    pub loaded: usize,
+    pub rejected: usize,
+    pub rows: i64,
+    pub rejected_rows: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Json,
+}
+
+fn format_of(key: &str) -> Option<Format> {
+    let lower = key.to_ascii_lowercase();
+    let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
+    if lower.ends_with(".csv") || lower.ends_with(".txt") || lower.ends_with(".tsv") {
+        Some(Format::Csv)
+    } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+        Some(Format::Json)
+    } else {
+        None
+    }
+}
+
+/// Creates the raw table for this source if needed, and checks an existing one still has
+/// the columns the manifest expects.
+fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<()> {
+    let mut cols = vec![
+        "_object_key varchar not null".to_string(),
+        "_row bigint not null".to_string(),
+        "_format varchar not null".to_string(),
+        "_etag varchar not null".to_string(),
+        "_last_modified timestamptz".to_string(),
+        "_run_id varchar not null".to_string(),
+        "_loaded_at timestamptz not null".to_string(),
+    ];
+    cols.extend(columns.iter().map(|c| format!("{} varchar", ident(c))));
+    cols.push("_extra varchar".to_string());
+    engine.execute(&format!(
+        "create table if not exists {table} ({})",
+        cols.join(", ")
+    ))?;
+    engine.execute(&format!(
+        "create table if not exists {table}_rejects (object_key varchar not null, line bigint, \
+         raw_line varchar, error varchar, run_id varchar not null)"
+    ))?;
+    let have: Vec<String> = engine
+        .columns_of(&format!("select * from {table}"))?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with('_'))
+        .collect();
+    if have != columns {
+        bail!(
+            "{table} holds columns {have:?} but the manifest now expects {columns:?}: \
+             rerun with --full-refresh to reload every file with the new columns"
+        );
+    }
+    Ok(())
+}
+
+/// Reads new and changed objects into `raw.<source>_<table>`.
+#[allow(clippy::too_many_arguments)]
+pub fn extract(
+    engine: &Engine,
+    name: &str,
+    s3: &S3Source,
+    run_id: &str,
+    full_refresh: bool,
+    progress: &Progress,
+) -> Result<ExtractStats> {
+    let table = raw_table(name, &s3.table);
+    if full_refresh {
+        engine.execute(&format!(
+            "drop table if exists {table}; drop table if exists {table}_rejects; \
+             delete from etl.file_ledger where source = {};",
+            literal(name)
+        ))?;
+    }
+    ensure_raw_table(engine, &table, &s3.columns)?;
+
+    let objects = list(s3).context("cannot list objects")?;
+    let mut stats = ExtractStats {
+        listed: objects.len(),
+        ..Default::default()
+    };
+    let bar = progress.bar(objects.len() as u64, "objects");
+    for object in &objects {
+        bar.inc(1);
+        let known = engine.query_strings(&format!(
+            "select etag from etl.file_ledger where source = {} and object_key = {}",
+            literal(name),
+            literal(&object.key)
+        ))?;
+        let known_etag = known.first().and_then(|r| r[0].clone());
+        if known_etag.as_deref() == Some(object.etag.as_str()) {
+            stats.skipped_unchanged += 1;
+            continue;
+        }
+        if known_etag.is_some() {
+            log::info!(
+                "  {}: changed since it was read (new ETag), reading it again",
+                object.key
+            );
+        }
+        // A changed object replaces what was read from it before.
+        engine.execute(&format!(
+            "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
+            k = literal(&object.key)
+        ))?;
+        match read_object(engine, &table, s3, object, run_id) {
+            Ok((rows, rejected_rows)) => {
+                stats.loaded += 1;
+                stats.rows += rows;
+                stats.rejected_rows += rejected_rows;
+                record(engine, name, object, run_id, rows, "loaded", None)?;
+                let note = if rejected_rows > 0 {
+                    format!(", {rejected_rows} unparsable rows quarantined")
+                } else {
+                    String::new()
+                };
+                log::info!("  {}: {rows} rows{note}", object.key);
+            }
+            Err(err) => {
+                // Is the object bad, or did the source fail? Ask the source, not the text.
+                if !object_still_there(s3, object) {
+                    return Err(err).with_context(|| {
+                        format!("reading s3://{}/{} failed", s3.bucket, object.key)
+                    });
+                }
+                let reason = format!("{err:#}");
+                record(engine, name, object, run_id, 0, "rejected", Some(&reason))?;
+                stats.rejected += 1;
+                if s3.on_bad_file == OnBadFile::Fail {
+                    bail!(
+                        "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
+                        s3.bucket,
+                        object.key
+                    );
+                }
+                log::warn!(
+                    "  {}: rejected, the other files go on: {reason}",
+                    object.key
+                );
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+/// True when the object still answers with the same ETag: then a failed read was the
+/// file's fault, not the connection's.
+fn object_still_there(s3: &S3Source, object: &ObjectInfo) -> bool {
+    let Ok(bucket) = bucket(s3) else { return false };
+    match bucket.head_object(&object.key) {
+        Ok((head, 200)) => head
+            .e_tag
+            .map(|e| e.trim_matches('"') == object.etag)
+            .unwrap_or(true),
+        _ => false,
+    }
+}
+
+fn record(
+    engine: &Engine,
+    source: &str,
+    object: &ObjectInfo,
+    run_id: &str,
+    rows: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    engine.execute(&format!(
+        "delete from etl.file_ledger where source = {s} and object_key = {k};
+         insert into etl.file_ledger values ({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {status}, {error});",
+        s = literal(source),
+        k = literal(&object.key),
+        etag = literal(&object.etag),
+        size = object.size,
+        lm = literal(&object.last_modified),
+        run = literal(run_id),
+        status = literal(status),
+        error = error.map_or("null".to_string(), literal),
+    ))
+}
+
+/// Reads one object; returns (rows loaded, rows quarantined as unparsable).
+fn read_object(
+    engine: &Engine,
+    table: &str,
+    s3: &S3Source,
+    object: &ObjectInfo,
+    run_id: &str,
+) -> Result<(i64, i64)> {
+    let format = format_of(&object.key).ok_or_else(|| {
+        anyhow!("unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)")
+    })?;
+    let url = literal(&format!("s3://{}/{}", s3.bucket, object.key));
+    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan; drop table if exists _etl_obj;")?;
+    let reader = match format {
+        Format::Csv => format!(
+            "read_csv({url}, all_varchar = true, header = true, store_rejects = true, \
+             rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan')"
+        ),
+        Format::Json => format!("read_json({url}, format = 'auto')"),
+    };
+    engine.execute(&format!(
+        "create temp table _etl_obj as select * from {reader}"
+    ))?;
+
+    // Match the file's columns to the expected ones (names compared without case).
+    let actual = engine.columns_of("select * from _etl_obj")?;
+    let find = |want: &str| {
+        actual
+            .iter()
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case(want))
+    };
+    let as_text = |name: &str, ty: &str| {
+        let upper = ty.to_ascii_uppercase();
+        if upper == "VARCHAR" {
+            ident(name)
+        } else if upper.starts_with("STRUCT")
+            || upper.starts_with("MAP")
+            || upper.ends_with(']')
+            || upper == "JSON"
+        {
+            format!("to_json({})::varchar", ident(name))
+        } else {
+            format!("{}::varchar", ident(name))
+        }
+    };
+    let mut selects = Vec::new();
+    let mut missing = Vec::new();
+    for want in &s3.columns {
+        match find(want) {
+            Some((name, ty)) => selects.push(as_text(name, ty)),
+            None => {
+                missing.push(want.clone());
+                selects.push("null".to_string());
+            }
+        }
+    }
+    if missing.len() == s3.columns.len() {
+        let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
+        bail!(
+            "none of the expected columns is in the file (found {found:?}, expected {:?}): \
+             not a {} file of this source, or a different layout",
+            s3.columns,
+            match format {
+                Format::Csv => "CSV",
+                Format::Json => "JSON",
+            }
+        );
+    }
+    let extra: Vec<&(String, String)> = actual
+        .iter()
+        .filter(|(name, _)| {
+            !s3.columns
+                .iter()
+                .any(|c| name.trim().eq_ignore_ascii_case(c))
+        })
+        .collect();
+    let extra_json = if extra.is_empty() {
+        "null".to_string()
+    } else {
+        let fields: Vec<String> = extra
+            .iter()
+            .map(|(n, _)| format!("{} := {}", ident(n), ident(n)))
+            .collect();
+        format!("to_json(struct_pack({}))::varchar", fields.join(", "))
+    };
+    for (kind, cols) in [
+        ("missing_column", missing.clone()),
+        (
+            "extra_column",
+            extra.iter().map(|(n, _)| n.clone()).collect(),
+        ),
+    ] {
+        for col in cols {
+            log::warn!(
+                "  {}: schema drift: {} `{col}`",
+                object.key,
+                kind.replace('_', " ")
+            );
+            engine.execute(&format!(
+                "insert into etl.schema_drift values ({}, {}, {}, {}, {})",
+                literal(run_id),
+                literal(table.trim_start_matches("raw.")),
+                literal(&object.key),
+                literal(kind),
+                literal(&col)
+            ))?;
+        }
+    }
+
+    let fmt = match format {
+        Format::Csv => "csv",
+        Format::Json => "json",
+    };
+    let columns: Vec<String> = s3.columns.iter().map(|c| ident(c)).collect();
+    engine.execute(&format!(
+        "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
+         select {k}, rowid + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}
+         from _etl_obj order by rowid",
+        cols = columns.join(", "),
+        k = literal(&object.key),
+        fmt = literal(fmt),
+        etag = literal(&object.etag),
+        lm = literal(&object.last_modified),
+        run = literal(run_id),
+        sel = selects.join(", "),
+    ))?;
+    let rows = engine.query_i64("select count(*) from _etl_obj")?;
+    let mut rejected = 0;
+    if format == Format::Csv {
+        engine.execute(&format!(
+            "insert into {table}_rejects
+             select {k}, line, csv_line, error_type || ': ' || error_message, {run}
+             from _etl_rejects",
+            k = literal(&object.key),
+            run = literal(run_id),
+        ))?;
+        rejected = engine.query_i64("select count(*) from _etl_rejects")?;
+    }
+    Ok((rows, rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_type_comes_from_the_extension() {
+        assert_eq!(format_of("a/b/providers.CSV"), Some(Format::Csv));
+        assert_eq!(format_of("x.ndjson"), Some(Format::Json));
+        assert_eq!(format_of("x.json.gz"), Some(Format::Json));
+        assert_eq!(format_of("x.parquet"), None);
+    }
+
+    #[test]
+    fn s3_errors_show_code_and_message() {
+        let e = s3::error::S3Error::HttpFailWithBody(
+            403,
+            "<Error><Code>InvalidAccessKeyId</Code><Message>The key is wrong.</Message></Error>"
+                .into(),
+        );
+        assert_eq!(
+            s3_error(&e),
+            "HTTP 403 InvalidAccessKeyId: The key is wrong."
+        );
+    }
+}
