@@ -99,6 +99,7 @@ s3_up() {
   AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
     setsid "$weed" mini -dir="$run/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -s3.port="$S3_PORT" -bucket="$S3_BUCKET" -admin.ui=false \
+    -volume.max="${ETL_S3_MAX_VOLUMES:-2000}" -master.volumeSizeLimitMB=64 \
     >"$run/s3/weed.log" 2>&1 </dev/null &
   echo $! >"$run/s3/weed.pid"
   for _ in $(seq 1 120); do

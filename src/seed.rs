@@ -72,6 +72,7 @@ create index on care_site (updated_at);
 
 /// Hand-written care sites: (name, place of service concept, location, source value,
 /// place of service source value, updated_at). Ids are 1..=10 in this order.
+#[allow(clippy::type_complexity)]
 pub const CARE_SITES: &[(Option<&str>, Option<i32>, i32, &str, &str, &str)] = &[
     (
         Some("City Hospital"),
@@ -503,11 +504,32 @@ impl BucketTarget {
         Ok(())
     }
 
+    /// Uploads an object, retrying what the server says is temporary (5xx, 429).
     pub fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let bucket = s3::bucket(&self.source())?;
+        let mut delay = std::time::Duration::from_millis(200);
+        for attempt in 1.. {
+            match bucket.put_object(key, body) {
+                Ok(_) => return Ok(()),
+                Err(::s3::error::S3Error::HttpFailWithBody(status, _))
+                    if (status >= 500 || status == 429) && attempt < 6 =>
+                {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return Err(anyhow!("cannot upload s3://{}/{key}: {e}", self.bucket)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Deletes the bucket and everything in it.
+    pub fn delete_bucket(&self) -> Result<()> {
+        self.clear("")?;
+        let bucket = s3::bucket(&self.source())?;
         bucket
-            .put_object(key, body)
-            .map_err(|e| anyhow!("cannot upload s3://{}/{key}: {e}", self.bucket))?;
+            .delete()
+            .map_err(|e| anyhow!("cannot delete bucket {}: {e}", self.bucket))?;
         Ok(())
     }
 

@@ -428,6 +428,8 @@ fn read_object(
         }
     }
 
+    // Record numbers follow rowid order, which is the file's order. Inside the run's
+    // transaction rowids are offset (transaction-local storage), hence row_number().
     let fmt = match format {
         Format::Csv => "csv",
         Format::Json => "json",
@@ -435,8 +437,9 @@ fn read_object(
     let columns: Vec<String> = s3.columns.iter().map(|c| ident(c)).collect();
     engine.execute(&format!(
         "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
-         select {k}, rowid + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}
-         from _etl_obj order by rowid",
+         select {k}, row_number() over (order by rowid), {fmt}, {etag}, try_cast({lm} as timestamptz),
+                {run}, now(), {sel}, {extra_json}
+         from _etl_obj",
         cols = columns.join(", "),
         k = literal(&object.key),
         fmt = literal(fmt),

@@ -1,0 +1,377 @@
+//! Test harness: each test gets its own tenant on the real services started by `just up`:
+//! a Postgres database, an S3 bucket and a project folder of its own, and runs the real
+//! `etl` binary against them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use etl::seed::{self, BucketTarget, PgTarget};
+
+pub const PG_PASSWORD_VAR: &str = "T_PG_PASSWORD";
+pub const S3_KEY_VAR: &str = "T_S3_ACCESS_KEY";
+pub const S3_SECRET_VAR: &str = "T_S3_SECRET_KEY";
+
+#[derive(Clone)]
+pub struct Services {
+    pub pg_host: String,
+    pub pg_port: u16,
+    pub pg_user: String,
+    pub pg_password: String,
+    pub s3_endpoint: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+impl Services {
+    /// The services of `scripts/services.sh`, with the same defaults.
+    pub fn from_env() -> Services {
+        Services {
+            pg_host: "127.0.0.1".into(),
+            pg_port: env_or("ETL_PG_PORT", "54329").parse().unwrap(),
+            pg_user: env_or("ETL_PG_USER", "etl"),
+            pg_password: env_or("ETL_PG_PASSWORD", "etl-local"),
+            s3_endpoint: format!("127.0.0.1:{}", env_or("ETL_S3_PORT", "8333")),
+            s3_access_key: env_or("ETL_S3_ACCESS_KEY", "etl-local"),
+            s3_secret_key: env_or("ETL_S3_SECRET_KEY", "etl-local-secret"),
+        }
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Tenant {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub database: String,
+    pub bucket: String,
+    pub manifest: PathBuf,
+    pub services: Services,
+    /// Extra environment for every `etl` call (e.g. a wrong secret).
+    pub env: Vec<(String, String)>,
+}
+
+impl Tenant {
+    /// A tenant with empty source tables and an empty bucket.
+    pub fn new(label: &str) -> Tenant {
+        let services = Services::from_env();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let name = format!("{}_{pid}_{n}", label.replace('-', "_"));
+        let database = format!("t_{name}");
+        let bucket = format!("t-{}", name.replace('_', "-"));
+        let dir = tempfile::tempdir().unwrap();
+
+        let mut admin = postgres::Config::new()
+            .host(&services.pg_host)
+            .port(services.pg_port)
+            .user(&services.pg_user)
+            .password(&services.pg_password)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .expect("Postgres of `just up` is reachable");
+        admin
+            .batch_execute(&format!("drop database if exists {database} with (force)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("create database {database}"))
+            .unwrap();
+
+        let tenant = Tenant {
+            name: name.clone(),
+            dir,
+            database,
+            bucket,
+            manifest: PathBuf::new(),
+            services,
+            env: Vec::new(),
+        };
+        tenant.bucket_target().ensure_bucket().unwrap();
+        tenant.bucket_target().clear("").unwrap();
+        let manifest = tenant
+            .dir
+            .path()
+            .join("pipelines")
+            .join(format!("{name}.toml"));
+        std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+        let mut tenant = tenant;
+        tenant.manifest = manifest;
+        tenant.write_manifest(|m| m);
+        tenant
+    }
+
+    /// A tenant with the sample data: Postgres seeded, the sample files in its bucket.
+    pub fn with_sample(label: &str) -> Tenant {
+        let tenant = Tenant::new(label);
+        tenant.seed_postgres(10);
+        tenant.upload_dir(&repo().join("fixtures/sample/bucket"));
+        tenant
+    }
+
+    /// Writes the manifest, letting the test edit the default text first.
+    pub fn write_manifest(&self, edit: impl FnOnce(String) -> String) {
+        let repo = repo();
+        let text = format!(
+            r#"tenant = "{tenant}"
+
+[paths]
+sql = "{repo}/sql"
+vocab = "{repo}/vocab"
+lake = "{dir}/lake"
+
+[engine]
+extension_directory = "{repo}/.tools/extensions"
+memory_limit = "1GB"
+threads = 2
+
+[sources.pg]
+kind = "postgres"
+host = "{pg_host}"
+port = "{pg_port}"
+database = "{database}"
+user = "{pg_user}"
+password = "${{{pg_password_var}}}"
+tables = ["care_site", "provider"]
+
+[sources.files]
+kind = "s3"
+endpoint = "{s3_endpoint}"
+bucket = "{bucket}"
+prefix = "providers/"
+access_key_id = "${{{s3_key_var}}}"
+secret_access_key = "${{{s3_secret_var}}}"
+columns = ["ProviderName", "ProviderID", "NPI", "Specialty", "SiteName", "SourceID", "SpecSource", "IDSource"]
+
+[[steps]]
+name = "extract_postgres"
+extract = "pg"
+
+[[steps]]
+name = "extract_files"
+extract = "files"
+
+[[steps]]
+name = "transform"
+sql = [
+    "staged/care_site_rows.sql",
+    "staged/care_site.sql",
+    "staged/provider_rows.sql",
+    "staged/provider_match.sql",
+    "staged/provider_clusters.sql",
+    "staged/quarantine.sql",
+    "staged/dq_flags.sql",
+    "omop/care_site.sql",
+    "omop/provider.sql",
+    "staged/reconciliation.sql",
+]
+
+[[steps]]
+name = "publish"
+publish = ["care_site", "provider"]
+"#,
+            tenant = self.name.replace('_', "-"),
+            repo = repo.display(),
+            dir = self.dir.path().display(),
+            pg_host = self.services.pg_host,
+            pg_port = self.services.pg_port,
+            database = self.database,
+            pg_user = self.services.pg_user,
+            pg_password_var = PG_PASSWORD_VAR,
+            s3_endpoint = self.services.s3_endpoint,
+            bucket = self.bucket,
+            s3_key_var = S3_KEY_VAR,
+            s3_secret_var = S3_SECRET_VAR,
+        );
+        std::fs::write(&self.manifest, edit(text)).unwrap();
+    }
+
+    pub fn pg_target(&self) -> PgTarget {
+        PgTarget {
+            host: self.services.pg_host.clone(),
+            port: self.services.pg_port,
+            user: self.services.pg_user.clone(),
+            password: self.services.pg_password.clone(),
+            database: self.database.clone(),
+        }
+    }
+
+    pub fn bucket_target(&self) -> BucketTarget {
+        BucketTarget {
+            endpoint: self.services.s3_endpoint.clone(),
+            region: "us-east-1".into(),
+            bucket: self.bucket.clone(),
+            access_key_id: self.services.s3_access_key.clone(),
+            secret_access_key: self.services.s3_secret_key.clone(),
+        }
+    }
+
+    pub fn seed_postgres(&self, rows: u64) {
+        seed::seed_postgres(&self.pg_target(), rows).unwrap();
+    }
+
+    pub fn upload_dir(&self, dir: &Path) {
+        seed::upload_dir(&self.bucket_target(), dir).unwrap();
+    }
+
+    pub fn put(&self, key: &str, body: &[u8]) {
+        self.bucket_target().put(key, body).unwrap();
+    }
+
+    pub fn pg(&self) -> postgres::Client {
+        postgres::Config::new()
+            .host(&self.services.pg_host)
+            .port(self.services.pg_port)
+            .user(&self.services.pg_user)
+            .password(&self.services.pg_password)
+            .dbname(&self.database)
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
+    pub fn lake(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    /// Runs `etl` with the tenant's secrets in the environment.
+    pub fn etl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+        cmd.args(args)
+            .env(PG_PASSWORD_VAR, &self.services.pg_password)
+            .env(S3_KEY_VAR, &self.services.s3_access_key)
+            .env(S3_SECRET_VAR, &self.services.s3_secret_key)
+            .env_remove("ETL_EXTENSION_DIR")
+            .env_remove("ETL_LOG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn manifest_arg(&self) -> String {
+        self.manifest.display().to_string()
+    }
+
+    /// `etl run <manifest> ARGS`, which must succeed.
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let manifest = self.manifest_arg();
+        let mut all = vec!["run", manifest.as_str()];
+        all.extend_from_slice(args);
+        let out = self.etl(&all);
+        assert!(
+            out.status.success(),
+            "etl run failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let manifest = self.manifest_arg();
+        let mut all = vec!["run", manifest.as_str()];
+        all.extend_from_slice(args);
+        self.etl(&all)
+    }
+
+    /// Rows of a published table, every value as text ("NULL" for null), in id order.
+    pub fn published(&self, table: &str) -> Vec<Vec<String>> {
+        let file = self
+            .lake()
+            .join("omop/current")
+            .join(format!("{table}.parquet"));
+        assert!(file.exists(), "{} was not published", file.display());
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        rows(
+            &conn,
+            &format!(
+                "select * from read_parquet('{}') order by {table}_id",
+                file.display()
+            ),
+        )
+    }
+
+    /// Rows of a query against the tenant's lake database, opened read-only.
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap();
+        let conn =
+            duckdb::Connection::open_with_flags(self.lake().join("lake.duckdb"), config).unwrap();
+        rows(&conn, sql)
+    }
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        let _ = self.bucket_target().delete_bucket();
+        if let Ok(mut admin) = postgres::Config::new()
+            .host(&self.services.pg_host)
+            .port(self.services.pg_port)
+            .user(&self.services.pg_user)
+            .password(&self.services.pg_password)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!(
+                "drop database if exists {} with (force)",
+                self.database
+            ));
+        }
+    }
+}
+
+/// Every cell of a query as text, NULL as "NULL".
+pub fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
+    let mut stmt = conn
+        // A projection keeps the order of the inner query.
+        .prepare(&format!("select columns(*)::varchar from ({sql})"))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut result = stmt.query([]).unwrap();
+    while let Some(row) = result.next().unwrap() {
+        let n = row.as_ref().column_count();
+        out.push(
+            (0..n)
+                .map(|i| {
+                    row.get::<_, Option<String>>(i)
+                        .unwrap()
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Rows written as `a | b | c` lines, for readable expected tables.
+pub fn table(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+/// A closed port on loopback: bound, then released.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
