@@ -6,6 +6,7 @@ pub mod engine;
 pub mod manifest;
 pub mod progress;
 pub mod publish;
+pub mod retry;
 pub mod run;
 pub mod seed;
 pub mod sources;

@@ -13,6 +13,7 @@ use crate::engine::{literal, Engine, Redactor};
 use crate::manifest::{nearest, Manifest, SourceKind, Step, StepAction};
 use crate::progress::Progress;
 use crate::publish;
+use crate::retry;
 use crate::sources::{self, postgres, s3};
 
 /// Which steps to run, and how.
@@ -163,6 +164,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         step_names.join(", ")
     );
 
+    let staging = manifest.lake_dir.join("staging").join(&run_id);
     let mut ctx = RunContext {
         manifest,
         engine: &engine,
@@ -172,8 +174,11 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         outputs: Vec::new(),
         run_dir: None,
         progress: Progress,
+        staging: staging.clone(),
+        fetched: Vec::new(),
     };
     let outcome = ctx.run_steps(&steps);
+    let _ = std::fs::remove_dir_all(&staging);
     let RunContext {
         results,
         outputs,
@@ -279,6 +284,15 @@ struct RunContext<'a> {
     outputs: Vec<(String, i64, PathBuf)>,
     run_dir: Option<PathBuf>,
     progress: Progress,
+    /// Local copies of what the extract steps read, waiting for the transaction.
+    staging: PathBuf,
+    fetched: Vec<(String, Fetched, f64)>,
+}
+
+/// What one extract step fetched.
+enum Fetched {
+    Postgres(Vec<postgres::FetchedTable>),
+    S3(s3::Fetched),
 }
 
 impl RunContext<'_> {
@@ -286,26 +300,46 @@ impl RunContext<'_> {
         let engine = self.engine;
         engine.execute(&format!("set variable run_id = {}", literal(self.run_id)))?;
 
-        // Connect every source the selected steps read, before any work is done.
-        for step in steps {
-            if let StepAction::Extract { source } = &step.action {
-                let source = self.manifest.source(source).ok_or_else(|| {
-                    anyhow!("step `{}` names unknown source `{source}`", step.name)
-                })?;
-                connect(engine, self.manifest, source)?;
+        // Phase 1, outside any transaction: read every source into local files. Nothing is
+        // written to the lake yet, so a transient fault can be retried from the start.
+        let policy = self.manifest.retry;
+        let mut attempt = 1;
+        loop {
+            match self.fetch_all(steps) {
+                Ok(()) => break,
+                Err(err) if retry::is_transient(&err) && attempt < policy.attempts => {
+                    attempt += 1;
+                    let wait = policy.delay(attempt, retry::jitter());
+                    log::warn!(
+                        "a source failed, retrying ({attempt} of {} attempts) in {:.1}s: {}",
+                        policy.attempts,
+                        wait.as_secs_f64(),
+                        engine.redactor().redact(&format!("{err:#}"))
+                    );
+                    std::thread::sleep(wait);
+                }
+                Err(err) => return Err(err),
             }
         }
+
+        // Phase 2, one transaction: load, transform, write the outputs.
 
         engine.execute("begin transaction")?;
         for step in steps {
             let started = Instant::now();
             log::info!("step {} started", step.name);
+            // the step's time includes its fetch, done before the transaction
+            let fetch_seconds = self
+                .fetched
+                .iter()
+                .find(|(name, _, _)| *name == step.name)
+                .map_or(0.0, |(_, _, s)| *s);
             let spinner = self.progress.spinner(&step.name);
             let rows = self
                 .run_step(step)
                 .with_context(|| format!("step `{}` failed", step.name));
             spinner.finish_and_clear();
-            let seconds = started.elapsed().as_secs_f64();
+            let seconds = started.elapsed().as_secs_f64() + fetch_seconds;
             match rows {
                 Ok(rows) => {
                     log::info!("step {} finished: {rows} rows in {seconds:.2}s", step.name);
@@ -344,18 +378,26 @@ impl RunContext<'_> {
                 let source = self
                     .manifest
                     .source(source)
-                    .expect("checked when connecting");
+                    .expect("checked by the manifest");
                 let described = sources::describe(source);
-                let result = match &source.kind {
-                    SourceKind::Postgres(pg) => postgres::extract(engine, &source.name, pg, self.run_id)
-                        .map(|tables| tables.iter().map(|(_, n)| n).sum()),
-                    SourceKind::S3(s3cfg) => s3::extract(
+                let position = self
+                    .fetched
+                    .iter()
+                    .position(|(name, _, _)| *name == step.name)
+                    .expect("every extract step was fetched");
+                let (_, fetched, _) = self.fetched.remove(position);
+                let result = match (&source.kind, fetched) {
+                    (SourceKind::Postgres(pg), Fetched::Postgres(tables)) => {
+                        postgres::load(engine, &source.name, pg, &tables, self.run_id)
+                            .map(|stats| stats.iter().map(|t| t.inserted + t.updated).sum())
+                    }
+                    (SourceKind::S3(s3cfg), Fetched::S3(objects)) => s3::load(
                         engine,
                         &source.name,
                         s3cfg,
+                        &objects,
                         self.run_id,
                         self.opts.full_refresh,
-                        &self.progress,
                     )
                     .map(|stats| {
                         log::info!(
@@ -365,8 +407,9 @@ impl RunContext<'_> {
                             stats.skipped_unchanged,
                             stats.rejected
                         );
-                        stats.rows
+                                                stats.rows
                     }),
+                    _ => unreachable!("fetched by the same source kind"),
                 };
                 result.with_context(|| described)
             }
@@ -406,6 +449,58 @@ impl RunContext<'_> {
                 Ok(total)
             }
         }
+    }
+
+    /// Connects to and reads every source the selected extract steps name.
+    fn fetch_all(&mut self, steps: &[&Step]) -> Result<()> {
+        self.fetched.clear();
+        let _ = std::fs::remove_dir_all(&self.staging);
+        for step in steps {
+            let StepAction::Extract { source } = &step.action else {
+                continue;
+            };
+            let source = self
+                .manifest
+                .source(source)
+                .ok_or_else(|| anyhow!("step `{}` names unknown source `{source}`", step.name))?;
+            let started = Instant::now();
+            let staging = self.staging.join(&step.name);
+            let described = sources::describe(source);
+            log::info!("fetching from {described}");
+            let fetched = match &source.kind {
+                SourceKind::Postgres(pg) => {
+                    postgres::attach(self.engine, &self.manifest.engine, &source.name, pg)
+                        .and_then(|()| {
+                            postgres::fetch(
+                                self.engine,
+                                &source.name,
+                                pg,
+                                &staging,
+                                self.opts.full_refresh,
+                            )
+                        })
+                        .map(Fetched::Postgres)
+                }
+                SourceKind::S3(s3cfg) => {
+                    s3::create_secret(self.engine, &self.manifest.engine, &source.name, s3cfg)
+                        .and_then(|()| {
+                            s3::fetch(
+                                self.engine,
+                                &source.name,
+                                s3cfg,
+                                &staging,
+                                self.opts.full_refresh,
+                                &self.progress,
+                            )
+                        })
+                        .map(Fetched::S3)
+                }
+            }
+            .with_context(|| described)?;
+            self.fetched
+                .push((step.name.clone(), fetched, started.elapsed().as_secs_f64()));
+        }
+        Ok(())
     }
 
     /// Every CSV in the vocabulary folder becomes `vocab.<name>`.
@@ -460,15 +555,6 @@ impl RunContext<'_> {
         }
         Ok(())
     }
-}
-
-fn connect(engine: &Engine, manifest: &Manifest, source: &crate::manifest::Source) -> Result<()> {
-    let described = sources::describe(source);
-    match &source.kind {
-        SourceKind::Postgres(pg) => postgres::attach(engine, &manifest.engine, &source.name, pg),
-        SourceKind::S3(s3cfg) => s3::create_secret(engine, &manifest.engine, &source.name, s3cfg),
-    }
-    .with_context(|| described)
 }
 
 /// The `.sql` files of a folder, sorted by name (an absent folder has none).

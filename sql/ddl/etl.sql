@@ -36,10 +36,21 @@ create table if not exists etl.file_ledger (
     size          bigint not null,
     last_modified timestamptz,
     run_id        varchar not null,
-    rows          bigint,
-    status        varchar not null,          -- loaded | rejected
+    rows          bigint,                    -- records loaded into raw
+    rejected_rows bigint,                    -- records quarantined as unparsable
+    status        varchar not null,          -- loaded | empty | rejected
     error         varchar,
     primary key (source, object_key)
+);
+
+-- Per incremental table, the newest cursor value loaded, at full precision. It moves in
+-- the same transaction as the rows it describes.
+create table if not exists etl.watermarks (
+    source        varchar not null,
+    table_name    varchar not null,
+    cursor_value  timestamptz,
+    run_id        varchar not null,
+    primary key (source, table_name)
 );
 
 -- Schema drift seen in files: columns missing from or added to what the manifest expects.

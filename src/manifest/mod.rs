@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::retry::RetryPolicy;
+
 pub use vars::{interpolate, VarError};
 
 /// The DuckDB version whose extensions the engine loads.
@@ -29,6 +31,7 @@ pub struct Manifest {
     pub engine: EngineSettings,
     pub sources: Vec<Source>,
     pub steps: Vec<Step>,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,16 @@ pub struct PostgresSource {
     pub password: Secret,
     pub schema: String,
     pub tables: Vec<String>,
+    /// Incremental reads by this timestamp column; None reads every table whole.
+    pub cursor: Option<String>,
+    /// The key column of each incremental table.
+    pub keys: BTreeMap<String, String>,
+    /// How far behind the watermark each read starts, for rows committed late.
+    pub lookback: std::time::Duration,
+    /// Tables read whole every run even with a cursor.
+    pub snapshot: Vec<String>,
+    /// Compare keys to find rows deleted in the source.
+    pub detect_deletes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +296,16 @@ struct ManifestWire {
     sources: BTreeMap<String, Spanned<SourceWire>>,
     #[serde(default)]
     steps: Vec<Spanned<StepWire>>,
+    #[serde(default)]
+    retry: RetryWire,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryWire {
+    attempts: Option<Spanned<u32>>,
+    initial_delay_seconds: Option<Spanned<f64>>,
+    max_delay_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +339,11 @@ struct SourceWire {
     password: Option<Spanned<String>>,
     schema: Option<Spanned<String>>,
     tables: Option<Spanned<Vec<Spanned<String>>>>,
+    cursor: Option<Spanned<String>>,
+    keys: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    lookback_seconds: Option<Spanned<u64>>,
+    snapshot: Option<Spanned<Vec<Spanned<String>>>>,
+    detect_deletes: Option<Spanned<bool>>,
     // s3
     endpoint: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
@@ -643,6 +671,49 @@ fn compile(
         steps.push(Step { name, action });
     }
 
+    let defaults = RetryPolicy::default();
+    let seconds = |v: &Option<Spanned<f64>>,
+                   default: std::time::Duration,
+                   key: &str,
+                   problems: &mut Vec<Problem>| match v {
+        None => default,
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 && *v.get_ref() <= 86_400.0 => {
+            std::time::Duration::from_secs_f64(*v.get_ref())
+        }
+        Some(v) => {
+            problems.push(Problem::new(
+                Some(v.span()),
+                format!("`{key}` must be between 0 and 86400 seconds"),
+            ));
+            default
+        }
+    };
+    let retry = RetryPolicy {
+        attempts: match &wire.retry.attempts {
+            None => defaults.attempts,
+            Some(a) if *a.get_ref() >= 1 => *a.get_ref(),
+            Some(a) => {
+                problems.push(Problem::new(
+                    Some(a.span()),
+                    "`retry.attempts` counts the first attempt: 1 or more",
+                ));
+                1
+            }
+        },
+        initial_delay: seconds(
+            &wire.retry.initial_delay_seconds,
+            defaults.initial_delay,
+            "retry.initial_delay_seconds",
+            problems,
+        ),
+        max_delay: seconds(
+            &wire.retry.max_delay_seconds,
+            defaults.max_delay,
+            "retry.max_delay_seconds",
+            problems,
+        ),
+    };
+
     Some(Manifest {
         path: path.to_path_buf(),
         tenant,
@@ -652,6 +723,7 @@ fn compile(
         engine,
         sources,
         steps,
+        retry,
     })
 }
 
@@ -681,7 +753,7 @@ fn compile_source(
     let key = |k: &str| format!("sources.{name}.{k}");
 
     // Keys that belong to the other kind.
-    let postgres_only: [(&str, bool); 7] = [
+    let postgres_only: [(&str, bool); 12] = [
         ("host", w.host.is_some()),
         ("port", w.port.is_some()),
         ("database", w.database.is_some()),
@@ -689,6 +761,11 @@ fn compile_source(
         ("password", w.password.is_some()),
         ("schema", w.schema.is_some()),
         ("tables", w.tables.is_some()),
+        ("cursor", w.cursor.is_some()),
+        ("keys", w.keys.is_some()),
+        ("lookback_seconds", w.lookback_seconds.is_some()),
+        ("snapshot", w.snapshot.is_some()),
+        ("detect_deletes", w.detect_deletes.is_some()),
     ];
     let s3_only: [(&str, bool); 11] = [
         ("endpoint", w.endpoint.is_some()),
@@ -803,6 +880,57 @@ fn compile_source(
             let password = required(&w.password, "password", problems);
             let schema = optional(&w.schema, "schema", "public", problems);
             let tables = names(&w.tables, "tables", problems);
+            let snapshot: Vec<String> = match &w.snapshot {
+                None => Vec::new(),
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .filter_map(|t| {
+                        if tables.contains(t.get_ref()) {
+                            Some(t.get_ref().clone())
+                        } else {
+                            problems.push(Problem::new(
+                                Some(t.span()),
+                                format!(
+                                    "`{}`: `{}` is not one of the source's tables",
+                                    key("snapshot"),
+                                    t.get_ref()
+                                ),
+                            ));
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            let cursor = w.cursor.as_ref().map(|c| c.get_ref().clone());
+            let mut keys = BTreeMap::new();
+            if let Some(k) = &w.keys {
+                for (table, column) in k.get_ref() {
+                    if !tables.contains(table) {
+                        problems.push(Problem::new(
+                            Some(k.span()),
+                            format!(
+                                "`{}`: `{table}` is not one of the source's tables",
+                                key("keys")
+                            ),
+                        ));
+                    }
+                    keys.insert(table.clone(), column.get_ref().clone());
+                }
+            }
+            if cursor.is_some() {
+                for table in tables.iter().filter(|t| !snapshot.contains(t)) {
+                    if !keys.contains_key(table) {
+                        problems.push(
+                            Problem::new(
+                                w.cursor.as_ref().map(|c| c.span()),
+                                format!("table `{table}` is read incrementally (`cursor`) but `{}` names no key for it", key("keys")),
+                            )
+                            .help(format!("add `keys = {{ {table} = \"{table}_id\" }}`, or list it in `snapshot` to read it whole")),
+                        );
+                    }
+                }
+            }
             Some(Source {
                 name: name.to_string(),
                 kind: SourceKind::Postgres(PostgresSource {
@@ -813,6 +941,13 @@ fn compile_source(
                     password: Secret::new(password?),
                     schema,
                     tables,
+                    cursor,
+                    keys,
+                    lookback: std::time::Duration::from_secs(
+                        w.lookback_seconds.as_ref().map_or(3600, |l| *l.get_ref()),
+                    ),
+                    snapshot,
+                    detect_deletes: w.detect_deletes.as_ref().is_none_or(|d| *d.get_ref()),
                 }),
             })
         }

@@ -1,10 +1,21 @@
-//! Postgres through DuckDB's postgres extension: the tenant's database is attached
-//! read-only and each table copied into `raw.<source>_<table>` with lineage columns.
+//! Postgres through DuckDB's postgres extension. The tenant's database is attached
+//! read-only; each table is fetched to local Parquet outside the run's transaction, then
+//! loaded into `raw.<source>_<table>` inside it.
+//!
+//! A table with a cursor column (`cursor = "updated_at"`) is read incrementally: rows whose
+//! cursor is past the watermark minus the lookback window, upserted by key, so a row
+//! committed late with an older timestamp is still seen and a row read twice is stored
+//! once. The watermark is kept at the column's full precision and moves in the same
+//! transaction as the rows. Deletes are found by comparing keys (the key column alone is
+//! read) and marked in `_deleted_at`; the models ignore deleted rows.
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 
 use crate::engine::{ident, literal, Engine};
 use crate::manifest::{EngineSettings, PostgresSource};
+use crate::retry::Transient;
 use crate::sources::raw_table;
 
 pub fn endpoint(pg: &PostgresSource) -> String {
@@ -37,36 +48,277 @@ pub fn attach(
         literal(pg.password.expose()),
     ))?;
     engine.execute(&format!("detach database if exists {}", alias(name)))?;
-    engine
-        .execute(&format!(
-            "attach '' as {} (type postgres, secret {secret}, read_only)",
-            alias(name)
-        ))
-        .context("cannot connect")?;
+    if let Err(err) = engine.execute(&format!(
+        "attach '' as {} (type postgres, secret {secret}, read_only)",
+        alias(name)
+    )) {
+        return Err(classify(pg, err.context("cannot connect")));
+    }
     Ok(())
 }
 
-/// Copies each table into the raw layer; returns the rows copied per table.
-pub fn extract(
+/// Marks a failure transient when the server, asked again with the native client, is
+/// unreachable or says so by SQLSTATE (08 connection, 53 resources, 57P shutdown,
+/// 40001 serialization). A server that answers normally means the failure was not the
+/// connection's: it stays permanent.
+pub fn classify(pg: &PostgresSource, err: anyhow::Error) -> anyhow::Error {
+    match probe(pg) {
+        Ok(()) => err,
+        Err(reason) => err.context(Transient(reason)),
+    }
+}
+
+fn probe(pg: &PostgresSource) -> std::result::Result<(), String> {
+    let connected = postgres::Config::new()
+        .host(&pg.host)
+        .port(pg.port)
+        .user(&pg.user)
+        .password(pg.password.expose())
+        .dbname(&pg.database)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect(postgres::NoTls)
+        .and_then(|mut client| client.simple_query("select 1").map(|_| ()));
+    match connected {
+        Ok(()) => Ok(()),
+        Err(e) => match e.code() {
+            Some(state) => {
+                let code = state.code();
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "40001"
+                {
+                    Err(format!(
+                        "postgres {}:{} answered SQLSTATE {code}",
+                        pg.host, pg.port
+                    ))
+                } else {
+                    // e.g. 28P01, a wrong password: retrying will not help
+                    Ok(())
+                }
+            }
+            // no SQLSTATE: the connection itself failed (refused, reset, timed out)
+            None => Err(format!("postgres {}:{} unreachable", pg.host, pg.port)),
+        },
+    }
+}
+
+/// What one table's fetch staged for loading.
+pub struct FetchedTable {
+    pub table: String,
+    pub mode: Mode,
+    pub rows: PathBuf,
+    /// Every key in the source now, for finding deletes (incremental tables only).
+    pub keys: Option<PathBuf>,
+}
+
+pub enum Mode {
+    /// The whole table: the raw table is replaced.
+    Full,
+    /// Rows past `since` (the watermark minus the lookback): upserted by key.
+    Incremental {
+        key: String,
+        cursor: String,
+        since: String,
+    },
+}
+
+/// Copies each table (or its new rows) to local Parquet.
+pub fn fetch(
     engine: &Engine,
     name: &str,
     pg: &PostgresSource,
-    run_id: &str,
-) -> Result<Vec<(String, i64)>> {
+    staging: &Path,
+    full_refresh: bool,
+) -> Result<Vec<FetchedTable>> {
+    std::fs::create_dir_all(staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
     let mut out = Vec::new();
     for table in &pg.tables {
-        let target = raw_table(name, table);
         let from = format!("{}.{}.{}", alias(name), ident(&pg.schema), ident(table));
-        engine
-            .execute(&format!(
-                "create or replace table {target} as \
-                 select *, {run} as _run_id, now() as _loaded_at from {from}",
-                run = literal(run_id),
-            ))
-            .with_context(|| format!("cannot copy table {}.{table}", pg.schema))?;
-        let rows = engine.query_i64(&format!("select count(*) from {target}"))?;
-        log::info!("  {}.{table} -> {target}: {rows} rows", pg.schema);
-        out.push((table.clone(), rows));
+        let rows = staging.join(format!("pg_{table}.parquet"));
+        let incremental = pg.cursor.as_ref().filter(|_| !pg.snapshot.contains(table));
+        let watermark = match incremental {
+            Some(_) if !full_refresh => watermark(engine, name, table)?,
+            _ => None,
+        };
+        let (mode, filter) = match (incremental, watermark) {
+            (Some(cursor), Some(wm)) => {
+                let key = pg
+                    .keys
+                    .get(table)
+                    .cloned()
+                    .expect("checked by the manifest");
+                let since = format!(
+                    "cast({} as timestamptz) - to_microseconds({})",
+                    literal(&wm),
+                    pg.lookback.as_micros()
+                );
+                let filter = format!("where {} > {since}", ident(cursor));
+                (
+                    Mode::Incremental {
+                        key,
+                        cursor: cursor.clone(),
+                        since,
+                    },
+                    filter,
+                )
+            }
+            _ => (Mode::Full, String::new()),
+        };
+        copy(engine, pg, &format!("select * from {from} {filter}"), &rows)
+            .with_context(|| format!("cannot read table {}.{table}", pg.schema))?;
+        let keys = match &mode {
+            Mode::Incremental { key, .. } if pg.detect_deletes => {
+                let file = staging.join(format!("pg_{table}.keys.parquet"));
+                copy(
+                    engine,
+                    pg,
+                    &format!("select {} from {from}", ident(key)),
+                    &file,
+                )
+                .with_context(|| format!("cannot read the keys of {}.{table}", pg.schema))?;
+                Some(file)
+            }
+            _ => None,
+        };
+        out.push(FetchedTable {
+            table: table.clone(),
+            mode,
+            rows,
+            keys,
+        });
+    }
+    Ok(out)
+}
+
+fn copy(engine: &Engine, pg: &PostgresSource, query: &str, file: &Path) -> Result<()> {
+    engine
+        .execute(&format!(
+            "copy ({query}) to {} (format parquet, compression zstd)",
+            literal(&file.to_string_lossy())
+        ))
+        .map_err(|e| classify(pg, e))
+}
+
+fn watermark(engine: &Engine, source: &str, table: &str) -> Result<Option<String>> {
+    let rows = engine.query_strings(&format!(
+        "select strftime(cursor_value, '%Y-%m-%d %H:%M:%S.%f%z') from etl.watermarks \
+         where source = {} and table_name = {}",
+        literal(source),
+        literal(table)
+    ))?;
+    Ok(rows.into_iter().next().and_then(|r| r[0].clone()))
+}
+
+/// What loading one table did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub table: String,
+    pub read: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+}
+
+/// Loads the fetched tables into the raw layer and moves their watermarks, inside the
+/// run's transaction.
+pub fn load(
+    engine: &Engine,
+    name: &str,
+    pg: &PostgresSource,
+    fetched: &[FetchedTable],
+    run_id: &str,
+) -> Result<Vec<TableStats>> {
+    let run = literal(run_id);
+    let mut out = Vec::new();
+    for f in fetched {
+        let target = raw_table(name, &f.table);
+        let file = format!("read_parquet({})", literal(&f.rows.to_string_lossy()));
+        let read = engine.query_i64(&format!("select count(*) from {file}"))?;
+        let mut stats = TableStats {
+            table: f.table.clone(),
+            read,
+            ..Default::default()
+        };
+        match &f.mode {
+            Mode::Full => {
+                engine.execute(&format!(
+                    "create or replace table {target} as \
+                     select *, {run} as _run_id, now() as _loaded_at, null::timestamptz as _deleted_at from {file}"
+                ))?;
+                stats.inserted = read;
+                log::info!(
+                    "  {}.{} -> {target}: {read} rows (whole table)",
+                    pg.schema,
+                    f.table
+                );
+            }
+            Mode::Incremental { key, cursor, since } => {
+                let (k, c) = (ident(key), ident(cursor));
+                // New rows, and rows whose cursor moved: the others were read again only
+                // because of the lookback window and are left as they are.
+                engine.execute(&format!(
+                    "create or replace temp table _etl_delta as
+                     select d.*, (r.{k} is null) as _is_new
+                     from {file} as d left join {target} as r on r.{k} = d.{k}
+                     where r.{k} is null or r.{c} is distinct from d.{c} or r._deleted_at is not null"
+                ))?;
+                stats.inserted =
+                    engine.query_i64("select count(*) from _etl_delta where _is_new")?;
+                stats.updated =
+                    engine.query_i64("select count(*) from _etl_delta where not _is_new")?;
+                engine.execute(&format!(
+                    "delete from {target} where {k} in (select {k} from _etl_delta);
+                     insert into {target} select * exclude (_is_new), {run}, now(), null from _etl_delta;
+                     drop table _etl_delta;"
+                ))?;
+                if let Some(keys) = &f.keys {
+                    let keys = format!("read_parquet({})", literal(&keys.to_string_lossy()));
+                    stats.deleted = engine.query_i64(&format!(
+                        "select count(*) from {target} where _deleted_at is null and {k} not in (select {k} from {keys})"
+                    ))?;
+                    engine.execute(&format!(
+                        "update {target} set _deleted_at = now() where _deleted_at is null and {k} not in (select {k} from {keys})"
+                    ))?;
+                }
+                log::info!(
+                    "  {}.{} -> {target}: {} new, {} updated, {} deleted ({read} rows read since {})",
+                    pg.schema,
+                    f.table,
+                    stats.inserted,
+                    stats.updated,
+                    stats.deleted,
+                    since.split('\'').nth(1).unwrap_or(since)
+                );
+            }
+        }
+        // The watermark moves with the rows, in this transaction; never backwards.
+        if let Some(cursor) = pg
+            .cursor
+            .as_ref()
+            .filter(|_| !pg.snapshot.contains(&f.table))
+        {
+            let ty = engine.columns_of(&format!("select {} from {target}", ident(cursor)))?;
+            if !ty.first().is_some_and(|(_, t)| t.starts_with("TIMESTAMP")) {
+                bail!(
+                    "cursor column {}.{}.{cursor} is {}, not a timestamp: incremental reads need a timestamp cursor",
+                    pg.schema,
+                    f.table,
+                    ty.first().map(|(_, t)| t.as_str()).unwrap_or("missing")
+                );
+            }
+            engine.execute(&format!(
+                "insert or replace into etl.watermarks
+                 select {s}, {t}, greatest(max({c})::timestamptz,
+                        (select cursor_value from etl.watermarks where source = {s} and table_name = {t})), {run}
+                 from {target}",
+                s = literal(name),
+                t = literal(&f.table),
+                c = ident(cursor),
+            ))?;
+        }
+        out.push(stats);
     }
     Ok(out)
 }

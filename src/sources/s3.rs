@@ -3,6 +3,8 @@
 //! read again. Each new object is read on its own through DuckDB's httpfs, so a bad file
 //! is recorded and skipped while the good ones load.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -61,12 +63,7 @@ pub struct ObjectInfo {
 pub fn list(s3: &S3Source) -> Result<Vec<ObjectInfo>> {
     let bucket = bucket(s3)?;
     let pages = bucket.list(s3.prefix.clone(), None).map_err(|e| {
-        anyhow!(
-            "listing s3://{}/{} failed: {}",
-            s3.bucket,
-            s3.prefix,
-            s3_error(&e)
-        )
+        classify(&e).context(format!("listing s3://{}/{} failed", s3.bucket, s3.prefix))
     })?;
     let mut out: Vec<ObjectInfo> = pages
         .into_iter()
@@ -139,7 +136,7 @@ pub struct ExtractStats {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub enum Format {
     Csv,
     Json,
 }
@@ -193,15 +190,217 @@ fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<
     Ok(())
 }
 
-/// Reads new and changed objects into `raw.<source>_<table>`.
-#[allow(clippy::too_many_arguments)]
-pub fn extract(
+/// One object as `fetch` left it for `load`.
+pub struct StagedObject {
+    pub object: ObjectInfo,
+    pub state: Staged,
+}
+
+pub enum Staged {
+    /// Local Parquet of the object's records, and of the lines the reader could not parse.
+    Data {
+        format: Format,
+        records: PathBuf,
+        rejects: Option<PathBuf>,
+    },
+    Empty,
+    Rejected(String),
+}
+
+/// What `fetch` found in the bucket.
+pub struct Fetched {
+    pub listed: usize,
+    pub unchanged: usize,
+    pub objects: Vec<StagedObject>,
+}
+
+/// Lists the bucket and copies every new or changed object to local Parquet. Runs outside
+/// the run's transaction: a bad object fails alone, and a network fault fails the fetch
+/// before anything is written (and, being transient, may be retried).
+pub fn fetch(
     engine: &Engine,
     name: &str,
     s3: &S3Source,
-    run_id: &str,
+    staging: &Path,
     full_refresh: bool,
     progress: &Progress,
+) -> Result<Fetched> {
+    let objects = list(s3).context("cannot list objects")?;
+    let known: HashMap<String, String> = if full_refresh {
+        HashMap::new()
+    } else {
+        engine
+            .query_strings(&format!(
+                "select object_key, etag from etl.file_ledger where source = {}",
+                literal(name)
+            ))?
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    let mut fetched = Fetched {
+        listed: objects.len(),
+        unchanged: 0,
+        objects: Vec::new(),
+    };
+    let bar = progress.bar(objects.len() as u64, "objects");
+    for (i, object) in objects.into_iter().enumerate() {
+        bar.inc(1);
+        match known.get(&object.key) {
+            Some(etag) if *etag == object.etag => {
+                fetched.unchanged += 1;
+                continue;
+            }
+            Some(_) => log::info!(
+                "  {}: changed since it was read (new ETag), reading it again",
+                object.key
+            ),
+            None => {}
+        }
+        let state = if object.size == 0 {
+            Staged::Empty
+        } else {
+            match format_of(&object.key) {
+                None => Staged::Rejected(
+                    "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
+                ),
+                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
+                    Ok(state) => state,
+                    // Is the object bad, or did the source fail? Ask the source, not the text.
+                    Err(err) => match probe_object(s3, &object) {
+                        Probe::Same => Staged::Rejected(format!("{err:#}")),
+                        Probe::Changed => Staged::Rejected(format!(
+                            "the object changed while it was read; it will be read again next run ({err:#})"
+                        )),
+                        Probe::Failed(transient) => {
+                            return Err(transient)
+                                .context(format!("reading s3://{}/{} failed: {err:#}", s3.bucket, object.key))
+                        }
+                    },
+                },
+            }
+        };
+        if let (Staged::Rejected(reason), OnBadFile::Fail) = (&state, s3.on_bad_file) {
+            bail!(
+                "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
+                s3.bucket,
+                object.key
+            );
+        }
+        fetched.objects.push(StagedObject { object, state });
+    }
+    bar.finish_and_clear();
+    Ok(fetched)
+}
+
+fn fetch_object(
+    engine: &Engine,
+    s3: &S3Source,
+    object: &ObjectInfo,
+    format: Format,
+    staging: &Path,
+    n: usize,
+) -> Result<Staged> {
+    let url = literal(&format!("s3://{}/{}", s3.bucket, object.key));
+    let records = staging.join(format!("{n:06}.parquet"));
+    let rejects = staging.join(format!("{n:06}.rejects.parquet"));
+    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
+    let reader = match format {
+        Format::Csv => format!(
+            "read_csv({url}, all_varchar = true, header = true, store_rejects = true, \
+             rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan')"
+        ),
+        Format::Json => format!("read_json({url}, format = 'auto')"),
+    };
+    engine.execute(&format!(
+        "copy (select * from {reader}) to {} (format parquet)",
+        literal(&records.to_string_lossy())
+    ))?;
+    let mut rejects_file = None;
+    if format == Format::Csv && engine.query_i64("select count(*) from _etl_rejects")? > 0 {
+        // The reader may report one line several times (once per bad field): one row each.
+        engine.execute(&format!(
+            "copy (select line, first(csv_line order by column_idx) as raw_line,
+                          string_agg(distinct error_type || ': ' || error_message, '; ') as error
+                   from _etl_rejects group by line order by line)
+             to {} (format parquet)",
+            literal(&rejects.to_string_lossy())
+        ))?;
+        rejects_file = Some(rejects);
+    }
+    Ok(Staged::Data {
+        format,
+        records,
+        rejects: rejects_file,
+    })
+}
+
+enum Probe {
+    /// The object is there, unchanged: a failed read was the file's fault.
+    Same,
+    /// The object was replaced meanwhile.
+    Changed,
+    /// The source itself failed.
+    Failed(anyhow::Error),
+}
+
+fn probe_object(s3: &S3Source, object: &ObjectInfo) -> Probe {
+    let bucket = match bucket(s3) {
+        Ok(b) => b,
+        Err(e) => return Probe::Failed(e),
+    };
+    match bucket.head_object(&object.key) {
+        Ok((head, 200)) => match head.e_tag {
+            Some(etag) if etag.trim_matches('"') != object.etag => Probe::Changed,
+            _ => Probe::Same,
+        },
+        Ok((_, status)) => Probe::Failed(classify(&s3::error::S3Error::HttpFailWithBody(
+            status,
+            String::new(),
+        ))),
+        Err(e) => Probe::Failed(classify(&e)),
+    }
+}
+
+/// An S3 failure as an error, marked transient when the status or transport says so:
+/// 5xx, 429 (and SlowDown, a 503), refused, reset or timed-out connections.
+pub fn classify(e: &s3::error::S3Error) -> anyhow::Error {
+    use s3::error::S3Error as E;
+    let transient = match e {
+        E::HttpFailWithBody(status, _) => *status >= 500 || *status == 429,
+        E::HttpFail => true,
+        E::Io(_) => true,
+        E::Atto(inner) => matches!(
+            inner.kind(),
+            attohttpc::ErrorKind::Io(_)
+                | attohttpc::ErrorKind::ConnectError { .. }
+                | attohttpc::ErrorKind::InvalidResponse(_)
+        ),
+        _ => false,
+    };
+    let message = s3_error(e);
+    if transient {
+        anyhow::Error::new(crate::retry::Transient(message))
+    } else {
+        anyhow!(message)
+    }
+}
+
+/// Loads what `fetch` staged into `raw.<source>_<table>`, inside the run's transaction.
+pub fn load(
+    engine: &Engine,
+    name: &str,
+    s3: &S3Source,
+    fetched: &Fetched,
+    run_id: &str,
+    full_refresh: bool,
 ) -> Result<ExtractStats> {
     let table = raw_table(name, &s3.table);
     if full_refresh {
@@ -212,88 +411,86 @@ pub fn extract(
         ))?;
     }
     ensure_raw_table(engine, &table, &s3.columns)?;
-
-    let objects = list(s3).context("cannot list objects")?;
     let mut stats = ExtractStats {
-        listed: objects.len(),
+        listed: fetched.listed,
+        skipped_unchanged: fetched.unchanged,
         ..Default::default()
     };
-    let bar = progress.bar(objects.len() as u64, "objects");
-    for object in &objects {
-        bar.inc(1);
-        let known = engine.query_strings(&format!(
-            "select etag from etl.file_ledger where source = {} and object_key = {}",
-            literal(name),
-            literal(&object.key)
-        ))?;
-        let known_etag = known.first().and_then(|r| r[0].clone());
-        if known_etag.as_deref() == Some(object.etag.as_str()) {
-            stats.skipped_unchanged += 1;
-            continue;
-        }
-        if known_etag.is_some() {
-            log::info!(
-                "  {}: changed since it was read (new ETag), reading it again",
-                object.key
-            );
-        }
+    for staged in &fetched.objects {
+        let object = &staged.object;
         // A changed object replaces what was read from it before.
         engine.execute(&format!(
             "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
             k = literal(&object.key)
         ))?;
-        match read_object(engine, &table, s3, object, run_id) {
-            Ok((rows, rejected_rows)) => {
+        let outcome = match &staged.state {
+            Staged::Empty => {
+                log::warn!("  {}: empty object (0 bytes), nothing to load", object.key);
                 stats.loaded += 1;
-                stats.rows += rows;
-                stats.rejected_rows += rejected_rows;
-                record(engine, name, object, run_id, rows, "loaded", None)?;
-                let note = if rejected_rows > 0 {
-                    format!(", {rejected_rows} unparsable rows quarantined")
-                } else {
-                    String::new()
-                };
-                log::info!("  {}: {rows} rows{note}", object.key);
+                Outcome::Empty
             }
-            Err(err) => {
-                // Is the object bad, or did the source fail? Ask the source, not the text.
-                if !object_still_there(s3, object) {
-                    return Err(err).with_context(|| {
-                        format!("reading s3://{}/{} failed", s3.bucket, object.key)
-                    });
+            Staged::Rejected(reason) => Outcome::Rejected(reason.clone()),
+            Staged::Data {
+                format,
+                records,
+                rejects,
+            } => {
+                match load_object(
+                    engine,
+                    &table,
+                    name,
+                    s3,
+                    object,
+                    *format,
+                    records,
+                    rejects.as_deref(),
+                    run_id,
+                )? {
+                    Ok((rows, rejected_rows)) => {
+                        stats.loaded += 1;
+                        stats.rows += rows;
+                        stats.rejected_rows += rejected_rows;
+                        let note = if rejected_rows > 0 {
+                            format!(", {rejected_rows} unparsable rows quarantined")
+                        } else {
+                            String::new()
+                        };
+                        log::info!("  {}: {rows} rows{note}", object.key);
+                        Outcome::Loaded {
+                            rows,
+                            rejected_rows,
+                        }
+                    }
+                    Err(reason) => {
+                        if s3.on_bad_file == OnBadFile::Fail {
+                            bail!(
+                                "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
+                                s3.bucket,
+                                object.key
+                            );
+                        }
+                        Outcome::Rejected(reason)
+                    }
                 }
-                let reason = format!("{err:#}");
-                record(engine, name, object, run_id, 0, "rejected", Some(&reason))?;
-                stats.rejected += 1;
-                if s3.on_bad_file == OnBadFile::Fail {
-                    bail!(
-                        "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
-                        s3.bucket,
-                        object.key
-                    );
-                }
-                log::warn!(
-                    "  {}: rejected, the other files go on: {reason}",
-                    object.key
-                );
             }
+        };
+        if let Outcome::Rejected(reason) = &outcome {
+            stats.rejected += 1;
+            log::warn!(
+                "  {}: rejected, the other files go on: {reason}",
+                object.key
+            );
         }
+        record(engine, name, object, run_id, &outcome)?;
     }
-    bar.finish_and_clear();
     Ok(stats)
 }
 
-/// True when the object still answers with the same ETag: then a failed read was the
-/// file's fault, not the connection's.
-fn object_still_there(s3: &S3Source, object: &ObjectInfo) -> bool {
-    let Ok(bucket) = bucket(s3) else { return false };
-    match bucket.head_object(&object.key) {
-        Ok((head, 200)) => head
-            .e_tag
-            .map(|e| e.trim_matches('"') == object.etag)
-            .unwrap_or(true),
-        _ => false,
-    }
+/// What reading an object came to, as the ledger records it.
+enum Outcome {
+    Loaded { rows: i64, rejected_rows: i64 },
+    Empty,
+    Rejected(String),
 }
 
 fn record(
@@ -301,13 +498,19 @@ fn record(
     source: &str,
     object: &ObjectInfo,
     run_id: &str,
-    rows: i64,
-    status: &str,
-    error: Option<&str>,
+    outcome: &Outcome,
 ) -> Result<()> {
+    let (rows, rejected_rows, status, error) = match outcome {
+        Outcome::Loaded {
+            rows,
+            rejected_rows,
+        } => (*rows, *rejected_rows, "loaded", None),
+        Outcome::Empty => (0, 0, "empty", None),
+        Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str())),
+    };
     engine.execute(&format!(
         "delete from etl.file_ledger where source = {s} and object_key = {k};
-         insert into etl.file_ledger values ({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {status}, {error});",
+         insert into etl.file_ledger values ({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error});",
         s = literal(source),
         k = literal(&object.key),
         etag = literal(&object.etag),
@@ -319,32 +522,23 @@ fn record(
     ))
 }
 
-/// Reads one object; returns (rows loaded, rows quarantined as unparsable).
-fn read_object(
+/// Loads one staged object. The outer error is the engine's (it ends the run); the inner
+/// one says why the file is not one of this source's and is recorded as a rejection.
+#[allow(clippy::too_many_arguments)]
+fn load_object(
     engine: &Engine,
     table: &str,
+    source: &str,
     s3: &S3Source,
     object: &ObjectInfo,
+    format: Format,
+    records: &Path,
+    rejects: Option<&Path>,
     run_id: &str,
-) -> Result<(i64, i64)> {
-    let format = format_of(&object.key).ok_or_else(|| {
-        anyhow!("unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)")
-    })?;
-    let url = literal(&format!("s3://{}/{}", s3.bucket, object.key));
-    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan; drop table if exists _etl_obj;")?;
-    let reader = match format {
-        Format::Csv => format!(
-            "read_csv({url}, all_varchar = true, header = true, store_rejects = true, \
-             rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan')"
-        ),
-        Format::Json => format!("read_json({url}, format = 'auto')"),
-    };
-    engine.execute(&format!(
-        "create temp table _etl_obj as select * from {reader}"
-    ))?;
-
+) -> Result<std::result::Result<(i64, i64), String>> {
+    let data = format!("read_parquet({})", literal(&records.to_string_lossy()));
     // Match the file's columns to the expected ones (names compared without case).
-    let actual = engine.columns_of("select * from _etl_obj")?;
+    let actual = engine.columns_of(&format!("select * from {data}"))?;
     let find = |want: &str| {
         actual
             .iter()
@@ -354,11 +548,10 @@ fn read_object(
         let upper = ty.to_ascii_uppercase();
         if upper == "VARCHAR" {
             ident(name)
-        } else if upper.starts_with("STRUCT")
-            || upper.starts_with("MAP")
-            || upper.ends_with(']')
-            || upper == "JSON"
-        {
+        } else if upper == "JSON" {
+            // mixed types in one field (a string here, a number there): the text of each
+            format!("({} ->> '$')", ident(name))
+        } else if upper.starts_with("STRUCT") || upper.starts_with("MAP") || upper.ends_with(']') {
             format!("to_json({})::varchar", ident(name))
         } else {
             format!("{}::varchar", ident(name))
@@ -375,9 +568,10 @@ fn read_object(
             }
         }
     }
-    if missing.len() == s3.columns.len() {
+    let records_read = engine.query_i64(&format!("select count(*) from {data}"))?;
+    if missing.len() == s3.columns.len() && (records_read > 0 || rejects.is_none()) {
         let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
-        bail!(
+        return Ok(Err(format!(
             "none of the expected columns is in the file (found {found:?}, expected {:?}): \
              not a {} file of this source, or a different layout",
             s3.columns,
@@ -385,7 +579,7 @@ fn read_object(
                 Format::Csv => "CSV",
                 Format::Json => "JSON",
             }
-        );
+        )));
     }
     let extra: Vec<&(String, String)> = actual
         .iter()
@@ -420,7 +614,7 @@ fn read_object(
             engine.execute(&format!(
                 "insert into etl.schema_drift values ({}, {}, {}, {}, {})",
                 literal(run_id),
-                literal(table.trim_start_matches("raw.")),
+                literal(source),
                 literal(&object.key),
                 literal(kind),
                 literal(&col)
@@ -428,39 +622,35 @@ fn read_object(
         }
     }
 
-    // Record numbers follow rowid order, which is the file's order. Inside the run's
-    // transaction rowids are offset (transaction-local storage), hence row_number().
-    let fmt = match format {
-        Format::Csv => "csv",
-        Format::Json => "json",
-    };
+    // Record numbers follow the file's order, which read_parquet keeps (file_row_number).
     let columns: Vec<String> = s3.columns.iter().map(|c| ident(c)).collect();
     engine.execute(&format!(
         "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
-         select {k}, row_number() over (order by rowid), {fmt}, {etag}, try_cast({lm} as timestamptz),
-                {run}, now(), {sel}, {extra_json}
-         from _etl_obj",
+         select {k}, file_row_number + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}
+         from read_parquet({file}, file_row_number = true)",
         cols = columns.join(", "),
         k = literal(&object.key),
-        fmt = literal(fmt),
+        fmt = literal(match format {
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }),
         etag = literal(&object.etag),
         lm = literal(&object.last_modified),
         run = literal(run_id),
         sel = selects.join(", "),
+        file = literal(&records.to_string_lossy()),
     ))?;
-    let rows = engine.query_i64("select count(*) from _etl_obj")?;
     let mut rejected = 0;
-    if format == Format::Csv {
+    if let Some(rejects) = rejects {
+        let file = literal(&rejects.to_string_lossy());
         engine.execute(&format!(
-            "insert into {table}_rejects
-             select {k}, line, csv_line, error_type || ': ' || error_message, {run}
-             from _etl_rejects",
+            "insert into {table}_rejects select {k}, line, raw_line, error, {run} from read_parquet({file})",
             k = literal(&object.key),
             run = literal(run_id),
         ))?;
-        rejected = engine.query_i64("select count(*) from _etl_rejects")?;
+        rejected = engine.query_i64(&format!("select count(*) from read_parquet({file})"))?;
     }
-    Ok((rows, rejected))
+    Ok(Ok((records_read, rejected)))
 }
 
 #[cfg(test)]

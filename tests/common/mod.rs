@@ -133,6 +133,11 @@ extension_directory = "{repo}/.tools/extensions"
 memory_limit = "1GB"
 threads = 2
 
+[retry]
+attempts = 3
+initial_delay_seconds = 0.2
+max_delay_seconds = 1.0
+
 [sources.pg]
 kind = "postgres"
 host = "{pg_host}"
@@ -141,6 +146,9 @@ database = "{database}"
 user = "{pg_user}"
 password = "${{{pg_password_var}}}"
 tables = ["care_site", "provider"]
+cursor = "updated_at"
+keys = {{ care_site = "care_site_id", provider = "provider_id" }}
+lookback_seconds = 3600
 
 [sources.files]
 kind = "s3"

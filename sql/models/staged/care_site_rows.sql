@@ -3,7 +3,8 @@ create or replace table staged.care_site_rows as
 with
 
 source as (
-    select * from raw.pg_care_site
+    -- rows deleted in Postgres stay in raw with _deleted_at set; they are not loaded
+    select * from raw.pg_care_site where _deleted_at is null
 ),
 
 cleaned as (

@@ -21,7 +21,8 @@ from_postgres as (
         null::varchar as specialty_alt_sent,
         null::varchar as site_name_sent,
         care_site_id as pg_care_site_id
-    from raw.pg_provider as p
+        from raw.pg_provider as p
+    where p._deleted_at is null
 ),
 
 from_files as (
