@@ -47,6 +47,13 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Show what a tenant's lake remembers (watermarks, file ledger, ids), or reset a step.
+    State {
+        manifest: PathBuf,
+        /// Forget what this extract step remembers: its next run reads everything again.
+        #[arg(long, value_name = "STEP")]
+        reset: Option<String>,
+    },
     /// Show a tenant's recent runs.
     Runs {
         manifest: PathBuf,
@@ -115,13 +122,23 @@ pub fn main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::State { manifest, reset } => {
+            let m = Manifest::load(&manifest)?;
+            let _lock = run::lock(&m)?;
+            let engine = run::open_lake(&m)?;
+            match reset {
+                Some(step) => println!("{}", crate::state::reset(&engine, &m, &step)?),
+                None => print!("{}", crate::state::show(&engine)?),
+            }
+            Ok(())
+        }
         Command::Runs { manifest, limit } => {
             let m = Manifest::load(&manifest)?;
             let engine = run::open_lake(&m)?;
             let rows = engine
                 .query_strings(&format!(
                     "select run_id, status, strftime(started_at, '%Y-%m-%d %H:%M:%S'), \
-                     round(epoch(finished_at - started_at), 2)::varchar, steps, coalesce(error, '') \
+                     round(epoch(finished_at - started_at), 2)::varchar, steps, regexp_replace(coalesce(error, ''), '\\s+', ' ', 'g') \
                      from etl.runs where tenant = {} order by started_at desc limit {limit}",
                     literal(&m.tenant)
                 ))

@@ -10,6 +10,7 @@ pub mod retry;
 pub mod run;
 pub mod seed;
 pub mod sources;
+pub mod state;
 
 /// Exit codes: 0 ok, 1 a run failed, 2 bad manifest or usage.
 pub fn exit_code(err: &anyhow::Error) -> i32 {

@@ -58,18 +58,31 @@ pub fn make_current(outputs: &Path, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes run folders beyond the newest `keep`, never the current one.
-pub fn prune(outputs: &Path, keep: usize) -> Result<()> {
-    let current = std::fs::read_link(outputs.join("current")).ok();
+/// Keeps the current folder and the newest `keep` others that a successful run published;
+/// removes the rest, including folders left by runs that failed or were killed.
+pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
+    let current = std::fs::read_link(outputs.join("current"))
+        .ok()
+        .map(|c| outputs.join(c));
     let runs = outputs.join("runs");
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(());
     };
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
-    let excess = dirs.len().saturating_sub(keep + 1);
-    for dir in dirs.into_iter().take(excess) {
-        if current.as_ref().is_some_and(|c| outputs.join(c) == dir) {
+    dirs.reverse();
+    let mut kept = 0;
+    for dir in dirs {
+        if current.as_ref() == Some(&dir) {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if succeeded.contains(&name) && kept < keep {
+            kept += 1;
             continue;
         }
         std::fs::remove_dir_all(&dir)

@@ -12,7 +12,8 @@ pub struct Transient(pub String);
 
 /// True when any error in the chain was marked transient.
 pub fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.is::<Transient>())
+    // as the error itself, or as a context added on the way up
+    err.downcast_ref::<Transient>().is_some() || err.chain().any(|e| e.is::<Transient>())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +78,10 @@ mod tests {
     #[test]
     fn transient_is_found_anywhere_in_the_chain() {
         let e = anyhow::Error::new(Transient("connection refused".into())).context("reading x");
+        assert!(is_transient(&e));
+        let e = anyhow::anyhow!("cannot connect")
+            .context(Transient("unreachable".into()))
+            .context("source `pg`");
         assert!(is_transient(&e));
         assert!(!is_transient(&anyhow::anyhow!("HTTP 403")));
     }

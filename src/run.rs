@@ -143,6 +143,8 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
     let _lock = lock(manifest)?;
     let started = Instant::now();
     let engine = open_lake(manifest)?;
+    // Holding the lock, nothing else uses the staging area: a killed run's leftovers go.
+    let _ = std::fs::remove_dir_all(manifest.lake_dir.join("staging"));
     let run_id = new_run_id();
     let step_names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
 
@@ -365,7 +367,14 @@ impl RunContext<'_> {
         if let Some(dir) = &self.run_dir {
             let outputs = self.manifest.outputs_dir();
             publish::make_current(&outputs, dir)?;
-            publish::prune(&outputs, self.manifest.engine.keep_outputs)?;
+            let succeeded: Vec<String> = self
+                .engine
+                .query_strings("select run_id from etl.runs where status = 'succeeded'")?
+                .into_iter()
+                .filter_map(|r| r[0].clone())
+                .chain(std::iter::once(self.run_id.to_string()))
+                .collect();
+            publish::prune(&outputs, self.manifest.engine.keep_outputs, &succeeded)?;
             log::info!("published {}", outputs.join("current").display());
         }
         Ok(())

@@ -258,3 +258,22 @@ fn an_image_under_a_json_name_is_rejected_and_the_others_load() {
     assert!(l[0][3].contains("Malformed JSON"), "{l:?}");
     assert_eq!(t.query("select count(*) from omop.provider"), table("20"));
 }
+
+#[test]
+fn one_npi_under_two_surnames_is_merged_and_flagged() {
+    let (t, key, _) = run_with("name_conflict.csv");
+    let detail = "rows with this NPI carry different surnames (Alan Smithee, Eve Conflict); \
+                  Eve Conflict was kept: check the NPI";
+    assert_eq!(
+                t.query("select source, source_ref, detail from staged.dq_flags where flag = 'name_conflict' order by source"),
+        vec![
+            vec!["files".to_string(), key.clone(), detail.to_string()],
+            vec!["pg".to_string(), "provider".to_string(), detail.to_string()],
+        ]
+    );
+    // the NPI decides identity: one provider, id kept; equally complete names, the newer wins
+    assert_eq!(
+        t.query("select provider_id, provider_name from omop.provider where npi = '1934567896'"),
+        table("8 | Eve Conflict")
+    );
+}

@@ -106,3 +106,37 @@ create table if not exists omop.provider (
     provider_source_value    varchar(50),
     specialty_source_value   varchar(50)
 );
+
+-- Every version of every OMOP row and the runs it was valid for (sql/models/omop/history.sql);
+-- macros omop_provider_as_of(run) and omop_care_site_as_of(run) read them back.
+create table if not exists omop.care_site_history (
+    valid_from                    varchar not null,
+    valid_to                      varchar,
+    care_site_id                  integer,
+    care_site_name                varchar(255),
+    place_of_service_concept_id   integer,
+    location_id                   integer,
+    care_site_source_value        varchar(50),
+    place_of_service_source_value varchar(50)
+);
+create table if not exists omop.provider_history (
+    valid_from               varchar not null,
+    valid_to                 varchar,
+    provider_id              integer,
+    provider_name            varchar(255),
+    npi                      varchar(10),
+    provider_type_concept_id integer,
+    specialty_concept_id     integer,
+    care_site_id             integer,
+    provider_source_value    varchar(50),
+    specialty_source_value   varchar(50)
+);
+
+-- Every change made to the state by hand (`etl state --reset`), with who and when.
+create table if not exists etl.state_audit (
+    reset_at      timestamptz not null,
+    by_user       varchar,
+    step          varchar not null,
+    action        varchar not null,
+    detail        varchar
+);

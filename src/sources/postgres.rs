@@ -149,12 +149,17 @@ pub fn fetch(
                     .get(table)
                     .cloned()
                     .expect("checked by the manifest");
-                let since = format!(
-                    "cast({} as timestamptz) - to_microseconds({})",
-                    literal(&wm),
-                    pg.lookback.as_micros()
-                );
-                let filter = format!("where {} > {since}", ident(cursor));
+                // A literal, so that the filter is sent to Postgres and uses its index.
+                let since = engine
+                    .query_strings(&format!(
+                        "select strftime(cast({} as timestamptz) - to_microseconds({}), '%Y-%m-%d %H:%M:%S.%f%z')",
+                        literal(&wm),
+                        pg.lookback.as_micros()
+                    ))?
+                    .remove(0)
+                    .remove(0)
+                    .unwrap_or_default();
+                let filter = format!("where {} > {}::timestamptz", ident(cursor), literal(&since));
                 (
                     Mode::Incremental {
                         key,
@@ -289,7 +294,7 @@ pub fn load(
                     stats.inserted,
                     stats.updated,
                     stats.deleted,
-                    since.split('\'').nth(1).unwrap_or(since)
+                                        since
                 );
             }
         }

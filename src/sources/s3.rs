@@ -271,8 +271,11 @@ pub fn fetch(
                 None => Staged::Rejected(
                     "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
                 ),
-                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
-                    Ok(state) => state,
+                                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
+                    Ok(state) => {
+                        log::debug!("  fetched {} ({} bytes)", object.key, object.size);
+                        state
+                    }
                     // Is the object bad, or did the source fail? Ask the source, not the text.
                     Err(err) => match probe_object(s3, &object) {
                         Probe::Same => Staged::Rejected(format!("{err:#}")),

@@ -3,6 +3,8 @@
 //! `etl` binary against them.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,7 +180,8 @@ sql = [
     "staged/quarantine.sql",
     "staged/dq_flags.sql",
     "omop/care_site.sql",
-    "omop/provider.sql",
+        "omop/provider.sql",
+    "omop/history.sql",
     "staged/reconciliation.sql",
 ]
 

@@ -44,6 +44,22 @@ provider_findings as (
     where source = 'files'
       and try_cast(regexp_extract(source_id, '(\d+)$', 1) as integer)
           <> try_cast(client_provider_id as integer)
+        union all
+    -- One NPI, two people? Every row of an NPI whose rows carry different surnames.
+    select m.source, m.source_ref, m.source_row, 'name_conflict', m.name_sent,
+           'rows with this NPI carry different surnames (' || conflicts.names || '); '
+               || c.provider_name || ' was kept: check the NPI'
+    from staged.provider_match as m
+    join (
+        select cluster_key,
+               array_to_string(list_sort(list_distinct(list(person_name))), ', ') as names
+        from staged.provider_match
+        where cluster_key like 'npi:%' and name_key is not null
+        group by cluster_key
+        having count(distinct regexp_extract(name_key, '[^ ]+$')) > 1
+    ) as conflicts on conflicts.cluster_key = m.cluster_key
+    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    where m.name_key is not null
     union all
     select m.source, m.source_ref, m.source_row, 'merged_duplicate', m.name_sent,
            'same provider as ' || c.survivor.source || ' ' || c.survivor.source_ref

@@ -48,12 +48,13 @@ select
     case
         when q.rule_id is not null then 'quarantined'
         when struct_pack(m.source, m.source_ref, m.source_row) = c.survivor then 'loaded'
-        else 'merged'
+                else 'merged'
     end as status,
-    keys.provider_id
+    -- (a condition on c in the join below would make it a nested-loop join)
+    case when c.provider_name is not null then keys.provider_id end as provider_id
 from staged.provider_match as m
 left join staged.provider_clusters as c on c.cluster_key = m.cluster_key
-left join etl.provider_keys as keys on keys.key = m.cluster_key and c.provider_name is not null
+left join etl.provider_keys as keys on keys.key = m.cluster_key
 left join staged.quarantine as q
     on q.source = m.source and q.source_ref = m.source_ref and q.source_row = m.source_row
 union all

@@ -1,0 +1,507 @@
+//! The incremental lakehouse: only new data is read, changes are merged with ids kept,
+//! faults and kills leave the last good outputs, and the next run repairs exactly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{stderr, stdout, table, Tenant};
+
+const NEW_FILE: &[u8] =
+    b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+Zoe Young,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n";
+
+/// Changes both sources: a file added, a provider updated, one inserted.
+fn change_sources(t: &Tenant) {
+    t.put("providers/2026-11-29/providers.csv", NEW_FILE);
+    t.pg()
+        .batch_execute(
+            "update provider set care_site_id = 4, updated_at = '2026-11-20 12:00:00+00' where provider_id = 9;
+                          insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at)
+             values ((select max(provider_id) + 1 from provider), 'Aaron Abbott', '1000000004', 1, 'AA000', 'Cardiology', '2026-11-20 12:00:00+00');",
+        )
+        .unwrap();
+}
+
+fn outputs(t: &Tenant) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    (t.published("provider"), t.published("care_site"))
+}
+
+fn current_target(t: &Tenant) -> std::path::PathBuf {
+    std::fs::read_link(t.lake().join("omop/current")).unwrap()
+}
+
+/// Starts `etl run` with its log streamed; kills or cuts when a line containing `marker`
+/// appears, via `on_marker`; returns (exit code, whole log).
+fn run_until(
+    t: &Tenant,
+    args: &[&str],
+    marker: &str,
+    on_marker: impl FnOnce(u32),
+) -> (Option<i32>, String) {
+    let manifest = t.manifest_arg();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.arg("run").arg(&manifest).args(args);
+    cmd.env(common::PG_PASSWORD_VAR, &t.services.pg_password)
+        .env(common::S3_KEY_VAR, &t.services.s3_access_key)
+        .env(common::S3_SECRET_VAR, &t.services.s3_secret_key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut log = String::new();
+    let mut on_marker = Some(on_marker);
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(marker) {
+            if let Some(f) = on_marker.take() {
+                f(pid);
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    (status.code(), log)
+}
+
+fn sigkill(pid: u32) {
+    Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn a_run_without_new_data_reads_nothing_beyond_the_lookback() {
+    let t = Tenant::with_sample("nothing_new");
+    t.run_ok(&[]);
+    let before = outputs(&t);
+    let log = stderr(&t.run_ok(&[]));
+    // every seeded provider was updated at 10:00 on 2026-11-02, inside the hour of lookback
+    assert!(log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00)"), "{log}");
+    // one care site only was updated within the hour before the newest (2026-11-05 09:00)
+    assert!(log.contains("raw.pg_care_site: 0 new, 0 updated, 0 deleted (1 rows read since 2026-11-05 08:00:00.000000+00)"), "{log}");
+    assert!(
+        log.contains("3 objects listed: 0 new or changed read, 3 unchanged skipped"),
+        "{log}"
+    );
+    assert_eq!(outputs(&t), before);
+}
+
+#[test]
+fn new_and_changed_rows_are_applied_exactly_and_ids_kept() {
+    let t = Tenant::with_sample("changes");
+    t.run_ok(&[]);
+    let (before, _) = outputs(&t);
+    change_sources(&t);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("raw.pg_provider: 1 new, 1 updated, 0 deleted (11 rows read since 2026-11-02 09:00:00.000000+00)"), "{log}");
+    assert!(
+        log.contains("4 objects listed: 1 new or changed read, 3 unchanged skipped"),
+        "{log}"
+    );
+    let (after, _) = outputs(&t);
+    let mut expected = before.clone();
+    // Grace Hopper (provider 7) moved to Suburban Health (care site 4)
+    expected[6][5] = "4".into();
+    expected.push(
+        table("21 | Aaron Abbott | 1000000004 | 0 | 38004451 | 1 | AA000 | Cardiology").remove(0),
+    );
+    expected
+        .push(table("22 | Zoe Young | 1000000012 | 0 | 38004458 | 3 | ZY018 | Neuro").remove(0));
+    assert_eq!(after, expected);
+}
+
+#[test]
+fn a_row_committed_late_within_the_lookback_is_loaded_once() {
+    let t = Tenant::with_sample("late");
+    t.run_ok(&[]);
+    // the watermark is 2026-11-02 10:00; this row was committed late with 09:30
+    t.pg()
+        .batch_execute(
+            "insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+             values (12, 'Lena Late', '1000000020', 'LL012', '2026-11-02 09:30:00+00')",
+        )
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 1 new, 0 updated, 0 deleted (11 rows read"),
+        "{log}"
+    );
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (11 rows read"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select count(*) from raw.pg_provider where provider_id = 12"),
+        table("1")
+    );
+    assert_eq!(
+        t.query("select provider_name from omop.provider where npi = '1000000020'"),
+        table("Lena Late")
+    );
+}
+
+#[test]
+fn rows_deleted_in_postgres_leave_the_outputs() {
+    let t = Tenant::with_sample("deletes");
+    t.run_ok(&[]);
+    t.pg()
+        .batch_execute("delete from provider where provider_id = 4")
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select count(*) from omop.provider where provider_source_value = 'RK102'"),
+        table("0")
+    );
+    // the raw row is kept, marked, for the record
+    assert_eq!(
+        t.query("select provider_id, _deleted_at is not null from raw.pg_provider where provider_id = 4"),
+        table("4 | true")
+    );
+    // its id is retired, never given to another provider
+    assert_eq!(
+        t.query("select provider_id from etl.provider_keys where key = 'npi:1203456789'"),
+        table("4")
+    );
+}
+
+fn killed_at(marker: &str, label: &str) {
+    let t = Tenant::with_sample(label);
+    let twin = Tenant::with_sample(&format!("{label}_twin"));
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    let current = current_target(&t);
+    let before = std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap();
+    change_sources(&t);
+    change_sources(&twin);
+
+    let (code, log) = run_until(&t, &[], marker, sigkill);
+    assert_eq!(code, None, "killed by a signal: {log}");
+    assert_eq!(
+        current_target(&t),
+        current,
+        "current still points at the last good run"
+    );
+    assert_eq!(
+        std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap(),
+        before
+    );
+
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("1 new or changed read"),
+        "the killed run kept nothing: {log}"
+    );
+    twin.run_ok(&[]);
+    assert_eq!(
+        outputs(&t),
+        outputs(&twin),
+        "the same outputs as a run never interrupted"
+    );
+    assert_eq!(
+                t.query("select status, coalesce(error like 'interrupted%', false) from etl.runs order by started_at"),
+        table("succeeded | false\nfailed | true\nsucceeded | false")
+    );
+}
+
+#[test]
+fn killed_while_transforming_the_next_run_repairs() {
+    killed_at("step transform started", "kill_transform");
+}
+
+#[test]
+fn killed_while_writing_parquet_the_next_run_repairs() {
+    killed_at("step publish started", "kill_publish");
+}
+
+#[test]
+fn a_transient_postgres_fault_that_clears_does_not_fail_the_run() {
+    let t = Tenant::with_sample("pg_flaky");
+    let proxy = Proxy::start(t.services.pg_port);
+    proxy.cut();
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("port = \"{}\"", t.services.pg_port),
+            &format!("port = \"{}\"", proxy.port),
+        )
+        .replace("attempts = 3", "attempts = 6")
+        .replace("initial_delay_seconds = 0.2", "initial_delay_seconds = 0.5")
+    });
+    let healer = std::thread::spawn({
+        let proxy_heal = std::sync::Arc::new(proxy);
+        let p = proxy_heal.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            p.heal();
+            proxy_heal
+        }
+    });
+    let out = t.run(&[]);
+    let _proxy = healer.join().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("a source failed, retrying (2 of 6 attempts)"),
+        "{log}"
+    );
+    assert_eq!(t.published("provider").len(), 20);
+}
+
+#[test]
+fn a_transient_s3_fault_that_clears_does_not_fail_the_run() {
+    let t = Tenant::with_sample("s3_flaky");
+    let proxy = std::sync::Arc::new(Proxy::start(
+        t.services
+            .s3_endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    ));
+    proxy.cut();
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("endpoint = \"{}\"", t.services.s3_endpoint),
+            &format!("endpoint = \"127.0.0.1:{}\"", proxy.port),
+        )
+        .replace("attempts = 3", "attempts = 6")
+        .replace("initial_delay_seconds = 0.2", "initial_delay_seconds = 0.5")
+    });
+    let p = proxy.clone();
+    let healer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        p.heal();
+    });
+    let out = t.run(&[]);
+    healer.join().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("a source failed, retrying (2 of 6 attempts)"),
+        "{log}"
+    );
+    assert_eq!(t.published("provider").len(), 20);
+}
+
+#[test]
+fn s3_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
+    let t = Tenant::with_sample("s3_cut");
+    let twin = Tenant::with_sample("s3_cut_twin");
+    let proxy = std::sync::Arc::new(Proxy::start(
+        t.services
+            .s3_endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    ));
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("endpoint = \"{}\"", t.services.s3_endpoint),
+            &format!("endpoint = \"127.0.0.1:{}\"", proxy.port),
+        )
+        .replace("attempts = 3", "attempts = 1")
+    });
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    let before = outputs(&t);
+    // a day with many files, so the cut lands while objects are still being read
+    for i in 0..30 {
+        let body = format!(
+            "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\nBulk Person{i},{},,Neuro,Metro Med,BK{i:03},Neurology,BK\n",
+            200 + i
+        );
+        t.put(
+            &format!("providers/2026-11-30/part-{i:02}.csv"),
+            body.as_bytes(),
+        );
+        twin.put(
+            &format!("providers/2026-11-30/part-{i:02}.csv"),
+            body.as_bytes(),
+        );
+    }
+    let p = proxy.clone();
+    let (code, log) = run_until(
+        &t,
+        &["-v"],
+        "  fetched providers/2026-11-30/part-00.csv",
+        move |_| p.cut(),
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("source `files`"), "{log}");
+    assert_eq!(outputs(&t), before, "the last good outputs are unchanged");
+    assert_eq!(
+        t.query("select count(*) from etl.file_ledger"),
+        table("3"),
+        "no object of the failed run is in the ledger"
+    );
+
+    proxy.heal();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("33 objects listed: 30 new or changed read, 3 unchanged skipped"),
+        "{log}"
+    );
+    twin.run_ok(&[]);
+    assert_eq!(outputs(&t), outputs(&twin));
+}
+
+#[test]
+fn postgres_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
+    let t = Tenant::with_sample("pg_cut");
+    let twin = Tenant::with_sample("pg_cut_twin");
+    // enough rows that the cut lands while the table is being read
+    t.seed_postgres(300_000);
+    twin.seed_postgres(300_000);
+    let proxy = std::sync::Arc::new(Proxy::start(t.services.pg_port));
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("port = \"{}\"", t.services.pg_port),
+            &format!("port = \"{}\"", proxy.port),
+        )
+        .replace("attempts = 3", "attempts = 1")
+    });
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    let before = outputs(&t);
+    change_sources(&t);
+    change_sources(&twin);
+
+    let p = proxy.clone();
+    let (code, log) = run_until(
+        &t,
+        &["--full-refresh"],
+        "fetching from source `pg`",
+        move |_| {
+            std::thread::sleep(Duration::from_millis(50));
+            p.cut()
+        },
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("source `pg`"), "{log}");
+    assert_eq!(outputs(&t), before, "the last good outputs are unchanged");
+
+    proxy.heal();
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    assert_eq!(outputs(&t), outputs(&twin));
+}
+
+#[test]
+fn a_second_run_of_the_same_tenant_exits_with_a_clear_message() {
+    let t = Tenant::with_sample("locked");
+    std::fs::create_dir_all(t.lake()).unwrap();
+    let file = std::fs::File::create(t.lake().join(".lock")).unwrap();
+    file.try_lock().unwrap();
+    let out = t.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "another run of tenant `{}` is in progress",
+            t.name.replace('_', "-")
+        )),
+        "{err}"
+    );
+    assert!(err.contains("this run did nothing"), "{err}");
+    drop(file);
+    t.run_ok(&[]);
+}
+
+#[test]
+fn the_omop_tables_of_an_earlier_run_can_be_read_back() {
+    let t = Tenant::with_sample("time_travel");
+    t.run_ok(&[]);
+    let first_run = t.query("select run_id from etl.runs")[0][0].clone();
+    let (first, _) = outputs(&t);
+    change_sources(&t);
+    t.run_ok(&[]);
+    let (second, _) = outputs(&t);
+    assert_ne!(first, second);
+    let as_of = |run: &str| {
+        t.query(&format!(
+            "select * from omop_provider_as_of('{run}') order by provider_id"
+        ))
+    };
+    assert_eq!(as_of(&first_run), first);
+    let second_run = t.query("select max(run_id) from etl.runs")[0][0].clone();
+    assert_eq!(as_of(&second_run), second);
+}
+
+#[test]
+fn state_is_shown_and_a_reset_is_audited_and_rereads() {
+    let t = Tenant::with_sample("state");
+    t.run_ok(&[]);
+    let manifest = t.manifest_arg();
+    let shown = stdout(&t.etl(&["state", &manifest]));
+    assert!(
+        shown.contains("  pg      provider   2026-11-02 10:00:00.000000+00"),
+        "{shown}"
+    );
+    assert!(shown.contains("  files   loaded        3    21"), "{shown}");
+    let out = t.etl(&["state", &manifest, "--reset", "extract_files"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "step `extract_files`: file ledger cleared (3 ledger entries of source `files`: every object is read again next run)\n"
+    );
+    assert_eq!(
+        t.query("select step, action from etl.state_audit"),
+        table("extract_files | file ledger cleared")
+    );
+    let before = outputs(&t);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("3 objects listed: 3 new or changed read, 0 unchanged skipped"),
+        "{log}"
+    );
+    assert_eq!(
+        outputs(&t),
+        before,
+        "rereading the same files changes nothing"
+    );
+
+    let out = t.etl(&["state", &manifest, "--reset", "transform"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("step `transform` keeps no state"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn runs_lists_the_history_with_status_and_error() {
+    let t = Tenant::with_sample("history");
+    t.run_ok(&[]);
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("port = \"{}\"", t.services.pg_port),
+            &format!("port = \"{}\"", common::closed_port()),
+        )
+        .replace("attempts = 3", "attempts = 1")
+    });
+    assert_eq!(t.run(&[]).status.code(), Some(1));
+    let manifest = t.manifest_arg();
+    let text = stdout(&t.etl(&["runs", &manifest]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("  run "), "{text}");
+    assert!(
+        lines[1].contains(" failed ") && lines[1].contains("source `pg`"),
+        "{text}"
+    );
+    assert!(lines[2].contains(" succeeded "), "{text}");
+}
