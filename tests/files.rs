@@ -274,6 +274,6 @@ fn one_npi_under_two_surnames_is_merged_and_flagged() {
     // the NPI decides identity: one provider, id kept; equally complete names, the newer wins
     assert_eq!(
         t.query("select provider_id, provider_name from omop.provider where npi = '1934567896'"),
-        table("8 | Eve Conflict")
+        table("10 | Eve Conflict")
     );
 }

@@ -172,7 +172,7 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
     // its id is retired, never given to another provider
     assert_eq!(
         t.query("select provider_id from etl.provider_keys where key = 'npi:1203456789'"),
-        table("4")
+        table("3")
     );
 }
 

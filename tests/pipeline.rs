@@ -5,26 +5,26 @@ mod common;
 use common::{closed_port, stderr, stdout, table, Tenant, S3_SECRET_VAR};
 
 const PROVIDER_GOLDEN: &str = "
- 1 | John Doe          | 1234567890 | 0 | 38004451 | 1    | JD001 | Cardiology
- 2 | Jane Smith        | 2345678901 | 0 | 38004477 | 1    | JS002 | Peds
- 3 | Alice Nguyen      | 1841293750 | 0 | 38004456 | 4    | AN101 | Int Med
- 4 | robert KING       | 1203456789 | 0 | 38004446 | 3    | RK102 | General Practice
- 5 | Maria Lopez       | 1234567893 | 0 | 38004453 | 6    | ML104 | Family Practice
- 6 | Tom Baker         | NULL       | 0 | 38004469 | 7    | TB105 | Psychiatry
+ 1 | Laura Taylor      | 0123456789 | 0 | 38004456 | 2    | LT010 | Int Med
+ 2 | Omar Haddad       | 1102938473 | 0 | 38004469 | 7    | OH015 | Psych
+ 3 | robert KING       | 1203456789 | 0 | 38004446 | 3    | RK102 | General Practice
+ 4 | Kevin Garcia      | 1234567800 | 0 | 38004451 | 1    | KG011 | Cardiology
+ 5 | John Doe          | 1234567890 | 0 | 38004451 | 1    | JD001 | Cardiology
+ 6 | Maria Lopez       | 1234567893 | 0 | 38004453 | 6    | ML104 | Family Practice
  7 | Grace Hopper      | 1456789019 | 0 | 38004458 | NULL | GH106 | Neurology
- 8 | Alan Smithee      | 1934567896 | 0 | 0        | 1    | AS107 | Sports Med
- 9 | Johnathan Doe     | 3456789012 | 0 | 38004458 | 3    | JD003 | Neuro
-10 | Jane S.           | NULL       | 0 | 38004477 | 4    | JS004 | Peds
-11 | Emily J           | 6789012345 | 0 | 0        | NULL | EJ006 | Oncology
-12 | Sarah Wilson      | 8901234567 | 0 | 38004452 | 3    | SW008 | Dermatology
-13 | Chris Davis       | 9012345678 | 0 | 38004446 | 1    | CD009 | General Practice
-14 | Laura Taylor      | 0123456789 | 0 | 38004456 | 2    | LT010 | Int Med
-15 | Kevin Garcia      | 1234567800 | 0 | 38004451 | 1    | KG011 | Cardiology
-16 | Patricia Martinez | 2345678909 | 0 | 38004477 | 4    | PM012 | Peds
-17 | Robert Lee        | 3456789018 | 0 | 38004458 | NULL | RL013 | Neuro
-18 | Linda R.          | 4567890127 | 0 | 38004452 | 5    | LR014 | Derma
-19 | Omar Haddad       | 1102938473 | 0 | 38004469 | 7    | OH015 | Psych
-20 | Nina Petrova      | 1564738296 | 0 | 38004510 | 7    | NP016 | Emergency Medicine
+ 8 | Nina Petrova      | 1564738296 | 0 | 38004510 | 7    | NP016 | Emergency Medicine
+ 9 | Alice Nguyen      | 1841293750 | 0 | 38004456 | 4    | AN101 | Int Med
+10 | Alan Smithee      | 1934567896 | 0 | 0        | 1    | AS107 | Sports Med
+11 | Jane Smith        | 2345678901 | 0 | 38004477 | 1    | JS002 | Peds
+12 | Patricia Martinez | 2345678909 | 0 | 38004477 | 4    | PM012 | Peds
+13 | Johnathan Doe     | 3456789012 | 0 | 38004458 | 3    | JD003 | Neuro
+14 | Robert Lee        | 3456789018 | 0 | 38004458 | NULL | RL013 | Neuro
+15 | Linda R.          | 4567890127 | 0 | 38004452 | 5    | LR014 | Derma
+16 | Emily J           | 6789012345 | 0 | 0        | NULL | EJ006 | Oncology
+17 | Sarah Wilson      | 8901234567 | 0 | 38004452 | 3    | SW008 | Dermatology
+18 | Chris Davis       | 9012345678 | 0 | 38004446 | 1    | CD009 | General Practice
+19 | Jane S.           | NULL       | 0 | 38004477 | 4    | JS004 | Peds
+20 | Tom Baker         | NULL       | 0 | 38004469 | 7    | TB105 | Psychiatry
 ";
 
 const CARE_SITE_GOLDEN: &str = "
@@ -459,4 +459,50 @@ fn validate_checks_the_manifest_then_each_source() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `text` with its data lines in reverse order (the header, if any, kept first).
+fn reversed_lines(text: &str, header: bool) -> String {
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let head = if header { Some(lines.remove(0)) } else { None };
+    lines.reverse();
+    head.into_iter()
+        .chain(lines)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn the_same_rows_in_another_order_give_the_same_outputs() {
+    let t = Tenant::new("order");
+    t.seed_postgres(10);
+    let dir = common::repo().join("fixtures/sample/bucket/providers");
+    for day in ["2026-11-27", "2026-11-28"] {
+        let csv = std::fs::read_to_string(dir.join(day).join("providers.csv")).unwrap();
+        t.put(
+            &format!("providers/{day}/providers.csv"),
+            reversed_lines(&csv, true).as_bytes(),
+        );
+    }
+    let json = std::fs::read_to_string(dir.join("2026-11-28/providers.json")).unwrap();
+    let records: Vec<&str> = json
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| l.trim().trim_end_matches(','))
+        .collect();
+    let reversed = format!(
+        "[\n{}\n]\n",
+        records
+            .iter()
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",\n")
+    );
+    t.put("providers/2026-11-28/providers.json", reversed.as_bytes());
+    // and Postgres returns its rows in another physical order
+    t.pg().batch_execute("cluster provider using provider_pkey; update provider set npi = npi where provider_id % 2 = 0").unwrap();
+    t.run_ok(&[]);
+    assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
+    assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));
 }

@@ -54,12 +54,9 @@ known as (
 ),
 
 fresh as (
-    -- numbered in order of first appearance: Postgres rows by id, then files by key and row
-    select m.cluster_key, min((m.source <> 'pg', m.source_ref, m.source_order)) as first_seen
-    from staged.provider_match as m
-    where m.cluster_key in (select cluster_key from cluster_keys)
-      and m.cluster_key not in (select cluster_key from known)
-    group by m.cluster_key
+    -- numbered in the order of their keys (NPI, then source id): content, not row order
+    select distinct cluster_key from cluster_keys
+    where cluster_key not in (select cluster_key from known)
 ),
 
 assigned as (
@@ -68,7 +65,7 @@ assigned as (
     select
         cluster_key,
         (select coalesce(max(provider_id), 0) from etl.provider_keys)
-            + row_number() over (order by first_seen, cluster_key)
+                        + row_number() over (order by cluster_key)
     from fresh
 )
 

@@ -26,10 +26,13 @@ keyed as (
 
 select
     *,
-    -- one total order per cluster, newest first; ties broken by source, object and row so
-    -- the same inputs in any order give the same survivor
+        -- one total order per cluster, newest first; ties broken by source and object, then by
+    -- the values themselves, never by position, so the same rows in any order give the
+    -- same result (the row number only separates rows that are identical anyway)
     row_number() over (
         partition by cluster_key
-        order by recency desc nulls last, (source = 'pg') desc, source_ref desc, source_order desc
+        order by recency desc nulls last, (source = 'pg') desc, source_ref desc,
+                 person_name, npi_digits, source_id, specialty_source_value, site_name_key,
+                 pg_care_site_id, source_order
     ) as recency_rank
 from keyed;
