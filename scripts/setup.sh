@@ -74,4 +74,17 @@ else
   say "DuckDB CLI: present"
 fi
 
+# 5. cron, for `etl schedule` (a Debian package; needs root).
+if ! command -v crontab >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing cron (Debian package) for \`etl schedule\`"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cron >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cron >/dev/null; }
+  else
+    say "cron is missing: install it (apt-get install cron) to use \`etl schedule\`"
+  fi
+else
+  say "cron: present"
+fi
+
 say "ready: $tools"

@@ -54,6 +54,15 @@ pub enum Command {
         #[arg(long, value_name = "STEP")]
         reset: Option<String>,
     },
+    /// Install, list or remove the crontab entries that run tenants unattended.
+    Schedule(ScheduleArgs),
+    /// Open the tenant's lake read-only in the DuckDB CLI, or run one query (-c).
+    Inspect {
+        manifest: PathBuf,
+        /// Run this SQL and print the result as a table.
+        #[arg(short = 'c', long = "command", value_name = "SQL")]
+        command: Option<String>,
+    },
     /// Show a tenant's recent runs.
     Runs {
         manifest: PathBuf,
@@ -64,7 +73,12 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    pub manifest: PathBuf,
+    /// Manifests, or folders of manifests (every *.toml not starting with `_`).
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+    /// With several tenants: how many run at once.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    pub jobs: usize,
     /// Run only this step (repeatable).
     #[arg(long = "step")]
     pub steps: Vec<String>,
@@ -79,6 +93,33 @@ pub struct RunArgs {
     pub full_refresh: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// Manifests or folders to schedule (default: every manifest in pipelines/).
+    #[arg(value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+    /// Every day, at --at, tenants --stagger minutes apart.
+    #[arg(long)]
+    pub daily: bool,
+    /// Every hour, at the minute of --at, staggered.
+    #[arg(long)]
+    pub hourly: bool,
+    /// A cron expression, used as it is for every tenant.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    #[arg(long, default_value = "02:00", value_name = "HH:MM")]
+    pub at: String,
+    /// Minutes between two tenants' start times.
+    #[arg(long, default_value_t = 5)]
+    pub stagger: u32,
+    /// Show the etl entries of the crontab.
+    #[arg(long)]
+    pub list: bool,
+    /// Remove the entries of the tenants named (of all tenants when none is named).
+    #[arg(long)]
+    pub remove: bool,
+}
+
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
@@ -91,20 +132,24 @@ pub fn main(cli: Cli) -> Result<()> {
     );
     match cli.command {
         Command::Run(args) => {
-            let manifest = Manifest::load(&args.manifest)?;
-            let report = run::run(
-                &manifest,
-                &RunOptions {
-                    steps: args.steps,
-                    from: args.from,
-                    until: args.until,
-                    full_refresh: args.full_refresh,
-                },
-            )?;
-            if !cli.quiet {
-                print!("{}", summary(&report));
+            let opts = RunOptions {
+                steps: args.steps,
+                from: args.from,
+                until: args.until,
+                full_refresh: args.full_refresh,
+            };
+            if let [single] = args.manifests.as_slice() {
+                if !single.is_dir() {
+                    let manifest = Manifest::load(single)?;
+                    let report = run::run(&manifest, &opts)?;
+                    if !cli.quiet {
+                        print!("{}", summary(&report));
+                    }
+                    return Ok(());
+                }
             }
-            Ok(())
+            let paths = expand_manifests(&args.manifests)?;
+            run_many(&paths, &opts, args.jobs.max(1), cli.quiet)
         }
         Command::Validate { manifest, offline } => {
             let m = Manifest::load(&manifest)?;
@@ -129,6 +174,15 @@ pub fn main(cli: Cli) -> Result<()> {
             match reset {
                 Some(step) => println!("{}", crate::state::reset(&engine, &m, &step)?),
                 None => print!("{}", crate::state::show(&engine)?),
+            }
+            Ok(())
+        }
+        Command::Schedule(args) => schedule(args),
+        Command::Inspect { manifest, command } => {
+            let m = Manifest::load(&manifest)?;
+            match command {
+                Some(sql) => print!("{}", crate::inspect::query(&m, &sql)?),
+                None => crate::inspect::interactive(&m)?,
             }
             Ok(())
         }
@@ -157,6 +211,225 @@ pub fn main(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The manifests named, folders expanded to their `*.toml` files (those whose name starts
+/// with `_`, such as a shared `_base.toml`, are not tenants), sorted.
+pub fn expand_manifests(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for arg in args {
+        if arg.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
+                .with_context(|| format!("cannot read {}", arg.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "toml")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(run::UsageError(format!(
+                    "{} holds no manifest (*.toml)",
+                    arg.display()
+                ))
+                .into());
+            }
+            out.extend(found);
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs several tenants, `jobs` at a time; one tenant's failure does not stop the others.
+/// Ends with a table of every tenant's outcome; fails when any tenant failed.
+fn run_many(paths: &[PathBuf], opts: &RunOptions, jobs: usize, quiet: bool) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    crate::progress::prefix_tenants(true);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Vec<String>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(paths.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(path) = paths.get(i) else { break };
+                let started = std::time::Instant::now();
+                let row = match Manifest::load(path) {
+                    Err(err) => {
+                        log::error!(
+                            "{}",
+                            err.to_string()
+                                .lines()
+                                .take(8)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
+                        vec![
+                            path.display().to_string(),
+                            "invalid".into(),
+                            "0.00".into(),
+                            String::new(),
+                            String::new(),
+                            format!("bad manifest: {} problem(s)", err.problems.len()),
+                        ]
+                    }
+                    Ok(manifest) => match run::run(&manifest, opts) {
+                        Ok(report) => {
+                            let rows = |t: &str| {
+                                report
+                                    .outputs
+                                    .iter()
+                                    .find(|(name, _, _)| name == t)
+                                    .map_or(String::new(), |(_, n, _)| n.to_string())
+                            };
+                            vec![
+                                manifest.tenant.clone(),
+                                "succeeded".into(),
+                                format!("{:.2}", report.seconds),
+                                rows("provider"),
+                                rows("care_site"),
+                                String::new(),
+                            ]
+                        }
+                        Err(err) => {
+                            let message = format!("{err:#}")
+                                .split_whitespace()
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            log::error!("tenant `{}`: {message}", manifest.tenant);
+                            vec![
+                                manifest.tenant.clone(),
+                                "failed".into(),
+                                format!("{:.2}", started.elapsed().as_secs_f64()),
+                                String::new(),
+                                String::new(),
+                                message,
+                            ]
+                        }
+                    },
+                };
+                results
+                    .lock()
+                    .expect("no thread panics holding it")
+                    .push((i, row));
+            });
+        }
+    });
+    crate::progress::prefix_tenants(false);
+    let mut rows = results.into_inner().expect("threads joined");
+    rows.sort_by_key(|(i, _)| *i);
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
+    let failed = rows.iter().filter(|r| r[1] != "succeeded").count();
+    if !quiet || failed > 0 {
+        println!(
+            "\n{} tenants, {} succeeded, {failed} failed",
+            rows.len(),
+            rows.len() - failed
+        );
+        print!(
+            "{}",
+            table(
+                &[
+                    "tenant",
+                    "status",
+                    "seconds",
+                    "providers",
+                    "care sites",
+                    "error"
+                ],
+                &rows
+            )
+        );
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} tenants failed (see the table above and each tenant's lake/<tenant>/logs/etl.log)", rows.len());
+    }
+    Ok(())
+}
+
+fn schedule(args: ScheduleArgs) -> Result<()> {
+    use crate::schedule::{self as sched, When};
+    let load_all = |paths: &[PathBuf]| -> Result<Vec<Manifest>> {
+        let default = [PathBuf::from("pipelines")];
+        let paths = expand_manifests(if paths.is_empty() { &default } else { paths })?;
+        paths
+            .iter()
+            .map(|p| Manifest::load(p).map_err(Into::into))
+            .collect()
+    };
+    if args.list {
+        let blocks = sched::blocks(&sched::read()?);
+        print!(
+            "{}",
+            if blocks.is_empty() {
+                "no etl entries in the crontab\n".to_string()
+            } else {
+                blocks
+            }
+        );
+        return Ok(());
+    }
+    if args.remove {
+        let named = if args.manifests.is_empty() {
+            None
+        } else {
+            Some(
+                load_all(&args.manifests)?
+                    .into_iter()
+                    .map(|m| m.tenant)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let removed = sched::remove(named.as_deref())?;
+        println!(
+            "removed the crontab entries of {} tenant(s): {}",
+            removed.len(),
+            removed.join(", ")
+        );
+        return Ok(());
+    }
+    let chosen = [args.daily, args.hourly, args.cron.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen != 1 {
+        return Err(run::UsageError(
+            "say when: exactly one of --daily, --hourly or --cron \"EXPR\" (or --list, --remove)"
+                .into(),
+        )
+        .into());
+    }
+    let (hour, minute) = sched::parse_at(&args.at)?;
+    let when = if args.daily {
+        When::Daily {
+            hour,
+            minute,
+            stagger: args.stagger,
+        }
+    } else if args.hourly {
+        When::Hourly {
+            minute,
+            stagger: args.stagger,
+        }
+    } else {
+        let expr = args.cron.expect("checked above");
+        sched::check_cron(&expr)?;
+        When::Cron(expr)
+    };
+    let manifests = load_all(&args.manifests)?;
+    let etl = std::env::current_exe().context("cannot find the etl binary's own path")?;
+    let text = sched::install(&manifests, &when, &etl)?;
+    print!("{}", sched::blocks(&text));
+    println!(
+        "scheduled {} tenant(s); `etl schedule --list` shows them, `--remove` takes them out",
+        manifests.len()
+    );
+    Ok(())
 }
 
 /// The end-of-run summary: reconciliation and outputs.

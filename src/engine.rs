@@ -63,6 +63,49 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Opens the tenant database read-only, for inspection while no run writes it.
+    pub fn open_read_only(
+        path: &Path,
+        settings: &EngineSettings,
+        redactor: Redactor,
+    ) -> Result<Engine> {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .map_err(|e| anyhow!("{e}"))?;
+        let conn = Connection::open_with_flags(path, config)
+            .map_err(|e| anyhow!("{}", redactor.redact(&e.to_string())))
+            .with_context(|| {
+                format!(
+                    "cannot open {} read-only (is a run writing it?)",
+                    path.display()
+                )
+            })?;
+        let engine = Engine { conn, redactor };
+        engine.configure(settings, path)?;
+        Ok(engine)
+    }
+
+    /// Every row of a query as text cells, with the column names.
+    pub fn query_table(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let run = || -> duckdb::Result<(Vec<String>, Vec<Vec<String>>)> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let n = row.as_ref().column_count();
+                let mut cells = Vec::with_capacity(n);
+                for i in 0..n {
+                    let value: duckdb::types::Value = row.get(i)?;
+                    cells.push(value_to_string(value).unwrap_or_else(|| "NULL".into()));
+                }
+                out.push(cells);
+            }
+            drop(rows);
+            Ok((stmt.column_names(), out))
+        };
+        run().map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
+    }
+
     /// An in-memory engine, for checks that need no database file.
     pub fn in_memory(settings: &EngineSettings, redactor: Redactor) -> Result<Engine> {
         let conn = Connection::open_in_memory()?;

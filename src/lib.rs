@@ -3,11 +3,13 @@
 
 pub mod cli;
 pub mod engine;
+pub mod inspect;
 pub mod manifest;
 pub mod progress;
 pub mod publish;
 pub mod retry;
 pub mod run;
+pub mod schedule;
 pub mod seed;
 pub mod sources;
 pub mod state;

@@ -1,13 +1,49 @@
 //! Logs for operators and progress bars for people. Bars draw only on a terminal; log
 //! lines are printed above any bar in flight, so the two never garble each other.
 
-use std::io::IsTerminal;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Set when several tenants run at once: stderr lines then start with `[tenant]`.
+static PREFIX_TENANT: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The tenant this thread works for, and its log file.
+    static TENANT: RefCell<Option<(String, Option<File>)>> = const { RefCell::new(None) };
+}
+
+/// While alive, this thread's log lines are tagged with the tenant and also appended to
+/// its log file (`lake/<tenant>/logs/etl.log`).
+pub struct TenantScope;
+
+pub fn tenant_scope(tenant: &str, log_file: Option<&Path>) -> TenantScope {
+    let file = log_file.and_then(|path| {
+        path.parent().map(std::fs::create_dir_all);
+        OpenOptions::new().create(true).append(true).open(path).ok()
+    });
+    TENANT.with(|t| *t.borrow_mut() = Some((tenant.to_string(), file)));
+    TenantScope
+}
+
+impl Drop for TenantScope {
+    fn drop(&mut self) {
+        TENANT.with(|t| *t.borrow_mut() = None);
+    }
+}
+
+/// Tag stderr lines with their tenant (several tenants run at once).
+pub fn prefix_tenants(on: bool) {
+    PREFIX_TENANT.store(on, Ordering::SeqCst);
+}
 
 fn multi() -> &'static MultiProgress {
     MULTI.get_or_init(|| {
@@ -41,16 +77,32 @@ impl log::Log for Logger {
             return;
         }
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        let line = match self.format {
-            LogFormat::Text => format!("{now} {:<5} {}", record.level(), record.args()),
-            LogFormat::Json => serde_json::json!({
-                "time": now.to_string(),
-                "level": record.level().to_string(),
-                "message": record.args().to_string(),
-            })
-            .to_string(),
-        };
-        multi().suspend(|| eprintln!("{line}"));
+        TENANT.with(|t| {
+            let mut t = t.borrow_mut();
+            let tenant = t.as_ref().map(|(name, _)| name.clone());
+            let line = match self.format {
+                LogFormat::Text => format!("{now} {:<5} {}", record.level(), record.args()),
+                LogFormat::Json => {
+                    let mut obj = serde_json::json!({
+                        "time": now.to_string(),
+                        "level": record.level().to_string(),
+                        "message": record.args().to_string(),
+                    });
+                    if let Some(tenant) = &tenant {
+                        obj["tenant"] = serde_json::Value::String(tenant.clone());
+                    }
+                    obj.to_string()
+                }
+            };
+            if let Some((_, Some(file))) = t.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+            let shown = match (&tenant, PREFIX_TENANT.load(Ordering::SeqCst), self.format) {
+                (Some(tenant), true, LogFormat::Text) => format!("[{tenant}] {line}"),
+                _ => line,
+            };
+            multi().suspend(|| eprintln!("{shown}"));
+        });
     }
     fn flush(&self) {}
 }

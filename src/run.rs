@@ -141,6 +141,10 @@ pub fn new_run_id() -> String {
 pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
     let steps = select_steps(manifest, opts)?;
     let _lock = lock(manifest)?;
+    let _log = crate::progress::tenant_scope(
+        &manifest.tenant,
+        Some(&manifest.lake_dir.join("logs").join("etl.log")),
+    );
     let started = Instant::now();
     let engine = open_lake(manifest)?;
     // Holding the lock, nothing else uses the staging area: a killed run's leftovers go.
@@ -201,14 +205,16 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 &results,
             )?;
             log::info!("run {run_id} succeeded in {seconds:.2}s");
-            Ok(RunReport {
+            let report = RunReport {
                 tenant: manifest.tenant.clone(),
                 run_id,
                 steps: results,
                 outputs,
                 reconciliation,
                 seconds,
-            })
+            };
+            write_summary(manifest, &report, "succeeded", None)?;
+            Ok(report)
         }
         Err(err) => {
             let _ = engine.execute("rollback");
@@ -217,6 +223,17 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             }
             let message = engine.redactor().redact(&format!("{err:#}"));
             let _ = finish(&engine, &run_id, "failed", Some(&message), None, &results);
+            let report = RunReport {
+                tenant: manifest.tenant.clone(),
+                run_id: run_id.clone(),
+                steps: results,
+                outputs: Vec::new(),
+                reconciliation: Vec::new(),
+                seconds,
+            };
+            if let Err(e) = write_summary(manifest, &report, "failed", Some(&message)) {
+                log::warn!("cannot write the run summary: {e:#}");
+            }
             log::error!(
                 "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged"
             );
@@ -226,6 +243,42 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             ))
         }
     }
+}
+
+/// Writes the run's summary for monitoring: `lake/<tenant>/runs/<run id>.json`, and the
+/// same as `lake/<tenant>/last-run.json` (replaced in one rename).
+fn write_summary(
+    manifest: &Manifest,
+    report: &RunReport,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let summary = serde_json::json!({
+        "tenant": report.tenant,
+        "run_id": report.run_id,
+        "status": status,
+        "seconds": (report.seconds * 1000.0).round() / 1000.0,
+        "error": error,
+        "steps": report.steps.iter().map(|s| serde_json::json!({
+            "name": s.name, "status": s.status, "rows": s.rows,
+            "seconds": (s.seconds * 1000.0).round() / 1000.0,
+        })).collect::<Vec<_>>(),
+        "reconciliation": report.reconciliation.iter().map(|r| serde_json::json!({
+            "entity": r.entity, "source": r.source, "read": r.read, "loaded": r.loaded,
+            "merged": r.merged, "quarantined": r.quarantined,
+        })).collect::<Vec<_>>(),
+        "outputs": report.outputs.iter().map(|(table, rows, file)| serde_json::json!({
+            "table": table, "rows": rows, "file": file.display().to_string(),
+        })).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    let dir = manifest.lake_dir.join("runs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(format!("{}.json", report.run_id)), &text)?;
+    let tmp = manifest.lake_dir.join(".last-run.json.tmp");
+    std::fs::write(&tmp, &text)?;
+    std::fs::rename(&tmp, manifest.lake_dir.join("last-run.json"))?;
+    Ok(())
 }
 
 fn finish(
