@@ -40,6 +40,8 @@ pub enum LogFormatArg {
 pub enum Command {
     /// Run a tenant's pipeline: all steps, or those named.
     Run(RunArgs),
+    /// Show what a run would read and write, step by step, without changing anything.
+    Plan(PlanArgs),
     /// Check a manifest, then connect to each of its sources.
     Validate {
         manifest: PathBuf,
@@ -89,6 +91,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub until: Option<String>,
     /// Read every object again, not only new and changed ones.
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    pub manifest: PathBuf,
+    #[arg(long = "step")]
+    pub steps: Vec<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
     #[arg(long)]
     pub full_refresh: bool,
 }
@@ -178,6 +193,17 @@ pub fn main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule(args) => schedule(args),
+        Command::Plan(args) => {
+            let m = Manifest::load(&args.manifest)?;
+            let opts = RunOptions {
+                steps: args.steps,
+                from: args.from,
+                until: args.until,
+                full_refresh: args.full_refresh,
+            };
+            print!("{}", crate::plan::plan(&m, &opts)?);
+            Ok(())
+        }
         Command::Inspect { manifest, command } => {
             let m = Manifest::load(&manifest)?;
             match command {

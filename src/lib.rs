@@ -5,6 +5,7 @@ pub mod cli;
 pub mod engine;
 pub mod inspect;
 pub mod manifest;
+pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod retry;

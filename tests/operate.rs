@@ -167,7 +167,10 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
         "{err}"
     );
     let log_a = std::fs::read_to_string(a.lake().join("logs/etl.log")).unwrap();
-    assert!(log_a.contains("succeeded in") && !log_a.contains(&broken.database), "{log_a}");
+    assert!(
+        log_a.contains("succeeded in") && !log_a.contains(&broken.database),
+        "{log_a}"
+    );
     assert!(
         stderr(&out).contains("1 of 3 tenants failed"),
         "{}",
@@ -293,5 +296,41 @@ fn inspect_runs_one_query_over_short_named_views() {
         t.query("select count(*) from omop.provider"),
         table("20"),
         "inspect changes nothing"
+    );
+}
+
+#[test]
+fn plan_shows_what_a_run_would_read_and_changes_nothing() {
+    let t = Tenant::with_sample("plan");
+    t.run_ok(&[]);
+    let body: &[u8] = b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\nZoe Young,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n";
+    t.put("providers/2026-11-29/providers.csv", body);
+    let db = t.lake().join("lake.duckdb");
+    let before = (
+        std::fs::read(&db).unwrap(),
+        std::fs::read_link(t.lake().join("omop/current")).unwrap(),
+    );
+    let m = t.manifest_arg();
+    let out = t.etl(&["plan", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1. extract_postgres\n   read   public.care_site: rows with updated_at > 2026-11-05 08:00:00.000000+00 (the watermark less 3600s of lookback): 1 rows"), "{text}");
+    assert!(text.contains("   read   public.provider: rows with updated_at > 2026-11-02 09:00:00.000000+00 (the watermark less 3600s of lookback): 10 rows"), "{text}");
+    assert!(text.contains(&format!("   read   s3://{}/providers/: 1 of 4 objects (0 changed), {} bytes\n            providers/2026-11-29/providers.csv\n", t.bucket, body.len())), "{text}");
+    assert!(text.ends_with("nothing was changed\n"), "{text}");
+    let after = (
+        std::fs::read(&db).unwrap(),
+        std::fs::read_link(t.lake().join("omop/current")).unwrap(),
+    );
+    assert!(before == after, "plan changed the lake");
+    // and the only step asked for
+    let out = t.etl(&["plan", &m, "--step", "publish"]);
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "plan for tenant `{}` ({m})\n\n1. publish\n",
+            t.name.replace('_', "-")
+        )),
+        "{}",
+        stdout(&out)
     );
 }

@@ -270,3 +270,37 @@ fn the_sample_manifest_parses() {
         ["extract_postgres", "extract_files", "transform", "publish"]
     );
 }
+
+#[test]
+fn a_tenant_extends_a_shared_base_key_by_key() {
+    let project = Project::new();
+    let dir = project.dir.path().join("pipelines");
+    std::fs::write(
+        dir.join("_base.toml"),
+        GOOD.replace("tenant = \"acme\"\n", ""),
+    )
+    .unwrap();
+    let tenant = "extends = \"_base.toml\"\ntenant = \"beta\"\n\n[sources.pg]\ndatabase = \"beta\"\n\n[retry]\nattempts = 2\n";
+    std::fs::write(dir.join("beta.toml"), tenant).unwrap();
+    let m = Manifest::load_with(&dir.join("beta.toml"), |name| {
+        (name == "PG_PASSWORD").then(|| "pw".to_string())
+    })
+    .unwrap();
+    assert_eq!(m.tenant, "beta");
+    assert_eq!(m.steps.len(), 3, "steps come from the base");
+    assert_eq!(m.retry.attempts, 2);
+    let SourceKind::Postgres(pg) = &m.source("pg").unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(pg.database, "beta", "the tenant's key wins");
+    assert_eq!(pg.user, "etl", "the base's other keys stay");
+    assert_eq!(m.lake_dir, project.dir.path().join("lake/beta"));
+
+    std::fs::write(dir.join("_base.toml"), "extends = \"other.toml\"\n").unwrap();
+    let err = Manifest::load_with(&dir.join("beta.toml"), |_| None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a base manifest cannot extend another"),
+        "{err}"
+    );
+}
