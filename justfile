@@ -59,6 +59,11 @@ test: up
     scripts/services.sh down
     exit $status
 
+# Benchmark: ROWS providers in Postgres and ROWS file rows, each stage against its floor.
+# (The dev profile: DuckDB is the prebuilt release library and dependencies are optimised.)
+bench ROWS="1000000": up build
+    {{bin}}/etl-bench {{ROWS}}
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --check

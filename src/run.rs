@@ -34,8 +34,26 @@ pub struct UsageError(pub String);
 pub struct StepResult {
     pub name: String,
     pub seconds: f64,
+    /// CPU time of the process during the step (user + system, all threads).
+    pub cpu_seconds: f64,
+    /// The process's peak resident memory at the end of the step.
+    pub peak_rss_mb: f64,
     pub rows: i64,
     pub status: &'static str,
+}
+
+/// (CPU seconds so far, peak resident memory in MB) of this process.
+pub fn usage() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        ru.ru_maxrss as f64 / 1024.0,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +200,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         progress: Progress,
         staging: staging.clone(),
         fetched: Vec::new(),
+        fetch_cpu: Vec::new(),
     };
     let outcome = ctx.run_steps(&steps);
     let _ = std::fs::remove_dir_all(&staging);
@@ -260,8 +279,10 @@ fn write_summary(
         "seconds": (report.seconds * 1000.0).round() / 1000.0,
         "error": error,
         "steps": report.steps.iter().map(|s| serde_json::json!({
-            "name": s.name, "status": s.status, "rows": s.rows,
+                        "name": s.name, "status": s.status, "rows": s.rows,
             "seconds": (s.seconds * 1000.0).round() / 1000.0,
+            "cpu_seconds": (s.cpu_seconds * 1000.0).round() / 1000.0,
+            "peak_rss_mb": s.peak_rss_mb.round(),
         })).collect::<Vec<_>>(),
         "reconciliation": report.reconciliation.iter().map(|r| serde_json::json!({
             "entity": r.entity, "source": r.source, "read": r.read, "loaded": r.loaded,
@@ -342,6 +363,7 @@ struct RunContext<'a> {
     /// Local copies of what the extract steps read, waiting for the transaction.
     staging: PathBuf,
     fetched: Vec<(String, Fetched, f64)>,
+    fetch_cpu: Vec<(String, f64)>,
 }
 
 /// What one extract step fetched.
@@ -389,6 +411,12 @@ impl RunContext<'_> {
                 .iter()
                 .find(|(name, _, _)| *name == step.name)
                 .map_or(0.0, |(_, _, s)| *s);
+            let fetch_cpu = self
+                .fetch_cpu
+                .iter()
+                .find(|(n, _)| *n == step.name)
+                .map_or(0.0, |(_, c)| *c);
+            let cpu_before = usage().0;
             let spinner = self.progress.spinner(&step.name);
             let rows = self
                 .run_step(step)
@@ -401,6 +429,8 @@ impl RunContext<'_> {
                     self.results.push(StepResult {
                         name: step.name.clone(),
                         seconds,
+                        cpu_seconds: usage().0 - cpu_before + fetch_cpu,
+                        peak_rss_mb: usage().1,
                         rows,
                         status: "succeeded",
                     });
@@ -409,6 +439,8 @@ impl RunContext<'_> {
                     self.results.push(StepResult {
                         name: step.name.clone(),
                         seconds,
+                        cpu_seconds: usage().0 - cpu_before + fetch_cpu,
+                        peak_rss_mb: usage().1,
                         rows: 0,
                         status: "failed",
                     });
@@ -526,6 +558,7 @@ impl RunContext<'_> {
                 .source(source)
                 .ok_or_else(|| anyhow!("step `{}` names unknown source `{source}`", step.name))?;
             let started = Instant::now();
+            let cpu_before = usage().0;
             let staging = self.staging.join(&step.name);
             let described = sources::describe(source);
             log::info!("fetching from {described}");
@@ -561,6 +594,9 @@ impl RunContext<'_> {
             .with_context(|| described)?;
             self.fetched
                 .push((step.name.clone(), fetched, started.elapsed().as_secs_f64()));
+            self.fetch_cpu.retain(|(n, _)| *n != step.name);
+            self.fetch_cpu
+                .push((step.name.clone(), usage().0 - cpu_before));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use anyhow::{anyhow, Context, Result};
 use crate::manifest::{OnBadFile, S3Source, Secret, UrlStyle};
 use crate::sources::s3;
 
+#[derive(Clone)]
 pub struct PgTarget {
     pub host: String,
     pub port: u16,
@@ -22,7 +23,7 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
-    fn client(&self) -> Result<postgres::Client> {
+    pub fn client(&self) -> Result<postgres::Client> {
         postgres::Config::new()
             .host(&self.host)
             .port(self.port)
@@ -443,6 +444,90 @@ pub fn seed_postgres(target: &PgTarget, rows: u64) -> Result<(u64, u64)> {
          analyze care_site; analyze provider;",
     )?;
     Ok((sites, total))
+}
+
+/// Adds `count` synthetic providers after the highest id, updated now: new data for an
+/// incremental run.
+pub fn append_providers(target: &PgTarget, count: u64) -> Result<u64> {
+    let mut client = target.client()?;
+    let row = client.query_one(
+        "select coalesce(max(provider_id), 0)::bigint, (select count(*) from care_site)::bigint from provider",
+        &[],
+    )?;
+    let (max, sites): (i64, i64) = (row.get(0), row.get(1));
+    let mut writer = client.copy_in(
+        "copy provider (provider_id, provider_name, npi, provider_type_concept_id, specialty_concept_id, care_site_id, provider_source_value, specialty_source_value, updated_at) from stdin with (format csv)",
+    )?;
+    for id in max as u64 + 1..=max as u64 + count {
+        let (name, npi, specialty, concept, site, source) =
+            synthetic_provider(id, sites.max(1) as u64);
+        writer.write_all(
+            format!(
+                "{id},{name},{npi},,{concept},{site},{source},{specialty},{}\n",
+                chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f+00")
+            )
+            .as_bytes(),
+        )?;
+    }
+    writer.finish()?;
+    Ok(count)
+}
+
+/// Provider files as a client sends them: rows `first..first+rows` of the synthetic
+/// providers (so most are also in Postgres), split over `csv` CSV objects and `json` NDJSON
+/// objects under `prefix`. Returns (key, body) pairs.
+pub fn provider_files(
+    first: u64,
+    rows: u64,
+    csv: u64,
+    json: u64,
+    prefix: &str,
+    sites: u64,
+) -> Vec<(String, Vec<u8>)> {
+    let objects = (csv + json).max(1);
+    let per = rows.div_ceil(objects);
+    let mut out = Vec::new();
+    for o in 0..objects {
+        let start = first + o * per;
+        let end = (start + per).min(first + rows);
+        let is_json = o >= csv;
+        let mut body = Vec::with_capacity(((end - start) * 100) as usize);
+        if !is_json {
+            body.extend_from_slice(
+                b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n",
+            );
+        }
+        for i in start..end {
+            let (name, npi, specialty, _, site, source) = synthetic_provider(i, sites);
+            let site_name = if site <= CARE_SITES.len() as u64 {
+                "City Hospital".to_string()
+            } else {
+                format!("Site {site}")
+            };
+            if is_json {
+                let record = serde_json::json!({
+                    "ProviderName": name, "ProviderID": format!("{i:07}"), "NPI": npi, "Specialty": specialty,
+                    "SiteName": site_name, "SourceID": source, "SpecSource": specialty, "IDSource": "BENCH",
+                });
+                body.extend_from_slice(record.to_string().as_bytes());
+                body.push(b'\n');
+            } else {
+                body.extend_from_slice(
+                    format!(
+                        "{name},{i:07},{npi},{specialty},{site_name},{source},{specialty},BENCH\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        let key = if is_json {
+            format!("{prefix}part-{o:03}.ndjson")
+        } else {
+            format!("{prefix}part-{o:03}.csv")
+        };
+        out.push((key, body));
+    }
+    out
 }
 
 fn copy_in(client: &mut postgres::Client, target: &str, data: &[u8]) -> Result<()> {

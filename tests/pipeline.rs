@@ -172,7 +172,7 @@ fn suspicious_values_are_kept_and_flagged() {
         table(
             "care_site_name_missing | 1
              care_site_unknown | 3
-             merged_duplicate | 8
+                          merged_duplicate | 1
              name_cleaned | 5
              npi_check_digit | 10
              npi_first_digit | 8

@@ -2,10 +2,10 @@
 -- so the same rule can be called in an ad hoc session:  select etl_clean_text('  a   b ');
 
 -- Tokens clients write for "no value". Anything else, however odd, is a value.
+-- (list_contains, not IN: an IN list becomes a join each time a macro expands it)
 create or replace macro etl_null_token(s) as
     case
-        when s is null then null
-        when upper(trim(s::varchar)) in ('', 'NULL', 'N/A', 'NA', 'NONE', '-') then null
+        when list_contains(['', 'NULL', 'N/A', 'NA', 'NONE', '-'], upper(trim(s::varchar))) then null
         else s::varchar
     end;
 

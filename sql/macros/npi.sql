@@ -20,16 +20,20 @@ create or replace macro etl_npi_check_digit(nine) as
         + etl_luhn_double(cast(substr(nine, 9, 1) as integer))
     ) % 10) % 10;
 
--- Why an NPI fails, or NULL when it is valid (or absent: absence is a different finding).
-create or replace macro etl_npi_problem(s) as
+-- Why digits (from etl_npi_digits) fail as an NPI, or NULL when they pass or are absent
+-- (absence is a different finding). Models call it on a digits column computed once.
+create or replace macro etl_npi_digits_problem(d) as
     case
-        when etl_npi_digits(s) is null then null
-        when length(etl_npi_digits(s)) <> 10 then 'npi_length'
-        when left(etl_npi_digits(s), 1) not in ('1', '2') then 'npi_first_digit'
-        when etl_npi_check_digit(left(etl_npi_digits(s), 9))
-             <> cast(right(etl_npi_digits(s), 1) as integer) then 'npi_check_digit'
+        when d is null then null
+        when length(d) <> 10 then 'npi_length'
+        when left(d, 1) not in ('1', '2') then 'npi_first_digit'
+        when etl_npi_check_digit(left(d, 9)) <> cast(right(d, 1) as integer) then 'npi_check_digit'
         else null
     end;
+
+-- The same for an NPI as sent:  select etl_npi_problem('1234567890')  -> npi_check_digit
+create or replace macro etl_npi_problem(s) as
+    etl_npi_digits_problem(etl_npi_digits(s));
 
 create or replace macro etl_npi_is_valid(s) as
     etl_npi_digits(s) is not null and etl_npi_problem(s) is null;

@@ -304,3 +304,74 @@ fn a_tenant_extends_a_shared_base_key_by_key() {
         "{err}"
     );
 }
+
+/// The keys serde accepts in one table of the manifest, read from its own error message
+/// for an unknown key ("unknown field `…`, expected one of `a`, `b`").
+fn accepted(prefix: &str) -> BTreeSet<String> {
+    let text = format!("{prefix}\nzz_not_a_key = 1\n");
+    let err = match toml::from_str::<ManifestWire>(&text) {
+        Ok(_) => panic!("zz_not_a_key was accepted"),
+        Err(e) => e.message().to_string(),
+    };
+    let expected = err
+        .split("expected")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{err}"));
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn keys_of(value: &toml::Value) -> BTreeSet<String> {
+    value
+        .as_table()
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_reference_manifest_parses_and_names_every_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("docs/reference.toml");
+    Manifest::load_with(&path, |_| None).unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let reference: toml::Value = toml::from_str(&text).unwrap();
+    let mut top = keys_of(&reference);
+    top.remove("extends"); // handled before the wire types
+    let union = |v: &toml::Value| -> BTreeSet<String> {
+        match v {
+            toml::Value::Table(t) => t.values().flat_map(keys_of).collect(),
+            toml::Value::Array(a) => a.iter().flat_map(keys_of).collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    assert_eq!(accepted("tenant = \"t\""), top, "top-level keys");
+    for table in ["paths", "engine", "retry"] {
+        assert_eq!(
+            accepted(&format!("tenant = \"t\"\n[{table}]")),
+            keys_of(&reference[table]),
+            "[{table}]"
+        );
+    }
+    assert_eq!(
+        accepted("tenant = \"t\"\n[sources.x]\nkind = \"s3\""),
+        union(&reference["sources"]),
+        "[sources.*]"
+    );
+    assert_eq!(
+        accepted("tenant = \"t\"\n[[steps]]\nname = \"a\""),
+        union(&reference["steps"]),
+        "[[steps]]"
+    );
+
+    // docs/manifest.md shows this very file
+    let doc = std::fs::read_to_string(root.join("docs/manifest.md")).unwrap();
+    assert!(
+        doc.contains(&text),
+        "docs/manifest.md must embed docs/reference.toml verbatim"
+    );
+}

@@ -4,7 +4,7 @@
 --   npi        a valid NPI before one that fails its check, then the newest
 --   specialty  the newest row that states one (its value as sent and its concept)
 --   care site  the newest row that names one; an unknown site gives NULL, never a guess
-create or replace table staged.provider_clusters as
+create or replace temp table provider_clusters as
 select
     cluster_key,
     first(person_name order by name_completeness desc, recency_rank)
@@ -20,7 +20,7 @@ select
     first(source_id order by recency_rank)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster
-from staged.provider_match
+from provider_match
 where cluster_key is not null
 group by cluster_key;
 
@@ -31,15 +31,15 @@ with
 
 cluster_keys as (
     select cluster_key, cluster_key as key
-    from staged.provider_clusters
+    from provider_clusters
     where provider_name is not null
     union
     select m.cluster_key, 'src:' || m.source_id
-    from staged.provider_match as m
-    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    from provider_match as m
+    join provider_clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is not null
       and m.source_id in (
-          select source_id from staged.provider_match
+          select source_id from provider_match
           where source_id is not null and cluster_key is not null
           group by source_id having count(distinct cluster_key) = 1)
 ),

@@ -1,6 +1,7 @@
 -- Providers from every source in one shape, one row per source row, with lineage,
 -- cleansed values next to the values as sent, and the findings of the row-level rules.
-create or replace table staged.provider_rows as
+-- (The whole raw record is not carried here: the quarantine looks it up by lineage.)
+create or replace temp table provider_rows as
 with
 
 from_postgres as (
@@ -11,7 +12,7 @@ from_postgres as (
         provider_id::varchar as source_row,
         provider_id::bigint as source_order,
         updated_at as recency,
-        to_json(p) as record,
+        
         -- values as sent
         provider_name as name_sent,
         npi as npi_sent,
@@ -32,7 +33,7 @@ from_files as (
         _row::varchar as source_row,
         _row as source_order,
         _last_modified as recency,
-        to_json(f) as record,
+        
         "ProviderName" as name_sent,
         "NPI" as npi_sent,
         "SourceID" as source_id_sent,
@@ -54,21 +55,28 @@ cleaned as (
     select
         unioned.*,
         etl_person_name(name_sent) as person_name,
-        etl_name_key(name_sent) as name_key,
-        etl_name_completeness(name_sent) as name_completeness,
         etl_npi_digits(npi_sent) as npi_digits,
-        etl_npi_problem(npi_sent) as npi_problem,
         etl_source_id(source_id_sent) as source_id,
         etl_clean_text(specialty_sent) as specialty_source_value,
         etl_match_key(site_name_sent) as site_name_key
     from unioned
 ),
 
+derived as (
+    -- from the cleaned values, so each cleansing rule runs once per row
+    select
+        cleaned.*,
+        etl_name_key(person_name) as name_key,
+        etl_name_completeness(person_name) as name_completeness,
+        etl_npi_digits_problem(npi_digits) as npi_problem
+    from cleaned
+),
+
 specialty_mapped as (
     select
         cleaned.*,
-        coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
-    from cleaned
+                coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
+    from derived as cleaned
     left join vocab.specialty as s1
         on etl_match_key(s1.source_value) = etl_match_key(cleaned.specialty_sent)
     left join vocab.specialty as s2

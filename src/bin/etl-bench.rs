@@ -1,0 +1,229 @@
+//! `just bench [ROWS]`: the whole pipeline at scale, each stage against what the hardware
+//! allows. Generates ROWS providers in Postgres and ROWS provider rows across 20 CSV and 5
+//! NDJSON objects, measures the floors (`psql \copy` of the tables to /dev/null; the
+//! objects' bytes read from the bucket), runs the pipeline cold, then again after 1% new
+//! data, and prints wall time, CPU time, peak memory and rows per second per stage.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use etl::seed::{self, BucketTarget, PgTarget};
+
+#[derive(Parser, Debug)]
+#[command(name = "etl-bench")]
+struct Args {
+    /// Providers in Postgres, and provider rows in the bucket.
+    #[arg(default_value_t = 1_000_000)]
+    rows: u64,
+    /// The benchmark tenant's manifest.
+    #[arg(long, default_value = "bench/bench.toml")]
+    manifest: PathBuf,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn main() {
+    if let Err(err) = run(Args::parse()) {
+        eprintln!("etl-bench: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+struct Stage {
+    name: String,
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+    rows: i64,
+}
+
+fn run(args: Args) -> Result<()> {
+    let pg = PgTarget {
+        host: "127.0.0.1".into(),
+        port: env_or("ETL_PG_PORT", "54329").parse()?,
+        user: env_or("ETL_PG_USER", "etl"),
+        password: env_or("ETL_PG_PASSWORD", "etl-local"),
+        database: "bench".into(),
+    };
+    let bucket = BucketTarget {
+        endpoint: format!("127.0.0.1:{}", env_or("ETL_S3_PORT", "8333")),
+        region: "us-east-1".into(),
+        bucket: "bench".into(),
+        access_key_id: env_or("ETL_S3_ACCESS_KEY", "etl-local"),
+        secret_access_key: env_or("ETL_S3_SECRET_KEY", "etl-local-secret"),
+    };
+    let rows = args.rows;
+    println!("etl bench: {rows} providers in Postgres, {rows} provider rows in 25 objects (20 CSV, 5 NDJSON)");
+    println!("machine: {} cores, {}", num_cpus(), mem_total());
+
+    // The workload.
+    let started = Instant::now();
+    let mut admin = PgTarget {
+        database: "postgres".into(),
+        ..pg.clone()
+    }
+    .client()?;
+    admin.batch_execute("drop database if exists bench with (force)")?;
+    admin.batch_execute("create database bench")?;
+    let (sites, _) = seed::seed_postgres(&pg, rows)?;
+    bucket.ensure_bucket()?;
+    bucket.clear("")?;
+    let files = seed::provider_files(1, rows, 20, 5, "providers/day-1/", sites);
+    let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+    for (key, body) in &files {
+        bucket.put(key, body)?;
+    }
+    println!(
+        "workload generated in {:.1}s ({:.1} MB of files)\n",
+        started.elapsed().as_secs_f64(),
+        bytes as f64 / 1e6
+    );
+
+    // The floors.
+    let pg_floor = time(|| {
+        for table in ["care_site", "provider"] {
+            let status = Command::new("psql")
+                .args([
+                    "-h",
+                    &pg.host,
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    &pg.user,
+                    "-d",
+                    &pg.database,
+                    "-q",
+                    "-c",
+                ])
+                .arg(format!("\\copy (select * from {table}) to '/dev/null'"))
+                .env("PGPASSWORD", &pg.password)
+                .status()?;
+            if !status.success() {
+                bail!("psql \\copy failed");
+            }
+        }
+        Ok(())
+    })?;
+    let s3_floor = time(|| {
+        let b = etl::sources::s3::bucket(&bucket.source())?;
+        for (key, _) in &files {
+            b.get_object(key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    })?;
+
+    // The runs.
+    let manifest = args.manifest.clone();
+    let lake = Path::new("lake/bench");
+    let _ = std::fs::remove_dir_all(lake);
+    let etl = std::env::current_exe()?.with_file_name("etl");
+    let cold = run_etl(&etl, &manifest, lake)?;
+    let new_rows = (rows / 100).max(1);
+    seed::append_providers(&pg, new_rows)?;
+    let extra = seed::provider_files(rows + 1, new_rows, 1, 0, "providers/day-2/", sites);
+    for (key, body) in &extra {
+        bucket.put(key, body)?;
+    }
+    let incremental = run_etl(&etl, &manifest, lake)?;
+
+    for (title, stages, floors) in [
+        (
+            "cold run (everything new)",
+            &cold,
+            [Some(pg_floor), Some(s3_floor)],
+        ),
+        (
+            "incremental run (+1% rows in Postgres, +1 object with 1% rows)",
+            &incremental,
+            [None, None],
+        ),
+    ] {
+        println!("{title}");
+        println!(
+            "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}",
+            "stage", "wall s", "cpu s", "peak MB", "rows", "rows/s", "floor s", "x floor"
+        );
+        let mut total = (0.0, 0.0, 0.0);
+        for (i, s) in stages.iter().enumerate() {
+            let floor = if i < 2 { floors[i] } else { None };
+            let rate = if s.wall > 0.0 {
+                s.rows as f64 / s.wall
+            } else {
+                0.0
+            };
+            println!(
+                "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10} {:>11.0} {:>8} {:>9}",
+                s.name,
+                s.wall,
+                s.cpu,
+                s.rss,
+                s.rows,
+                rate,
+                floor.map_or("-".to_string(), |f| format!("{f:.2}")),
+                floor.map_or("-".to_string(), |f| format!("{:.1}", s.wall / f)),
+            );
+            total = (total.0 + s.wall, total.1 + s.cpu, f64::max(total.2, s.rss));
+        }
+        println!(
+            "  {:<18} {:>8.2} {:>8.2} {:>9.0}\n",
+            "total", total.0, total.1, total.2
+        );
+    }
+    println!("floors: psql \\copy of care_site and provider to /dev/null; every object's bytes read over one connection");
+    println!("command: just bench {rows}");
+    Ok(())
+}
+
+fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    f()?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<Vec<Stage>> {
+    let out = Command::new(etl)
+        .args(["-q", "run"])
+        .arg(manifest)
+        .output()
+        .context("cannot run etl")?;
+    if !out.status.success() {
+        bail!("etl run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lake.join("last-run.json"))?)?;
+    Ok(summary["steps"]
+        .as_array()
+        .context("no steps in the run summary")?
+        .iter()
+        .map(|s| Stage {
+            name: s["name"].as_str().unwrap_or_default().to_string(),
+            wall: s["seconds"].as_f64().unwrap_or_default(),
+            cpu: s["cpu_seconds"].as_f64().unwrap_or_default(),
+            rss: s["peak_rss_mb"].as_f64().unwrap_or_default(),
+            rows: s["rows"].as_i64().unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or("memory unknown".to_string(), |kb| {
+            format!("{:.0} GiB memory", kb / 1024.0 / 1024.0)
+        })
+}
