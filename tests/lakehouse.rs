@@ -505,3 +505,36 @@ fn runs_lists_the_history_with_status_and_error() {
     );
     assert!(lines[2].contains(" succeeded "), "{text}");
 }
+
+#[test]
+fn an_object_replaced_under_the_same_key_is_read_again_and_its_old_rows_go() {
+    let t = Tenant::with_sample("replaced");
+    t.run_ok(&[]);
+    // the client sends day 2 again, corrected: Omar Haddad removed, Jane Smith back at Village Clinic
+    t.put(
+        "providers/2026-11-28/providers.csv",
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+Jane Smith,002,2345678901,Peds,Village Clinic,JS002,Pediatrics,JS-NPI\n\
+Dr. Alice Nguyen,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,AN-NPI\n",
+    );
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("providers/2026-11-28/providers.csv: changed since it was read (new ETag), reading it again"), "{log}");
+    assert!(
+        log.contains("3 objects listed: 1 new or changed read, 2 unchanged skipped"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select count(*) from raw.files_provider where _object_key = 'providers/2026-11-28/providers.csv'"),
+        table("2"),
+        "the object's earlier rows are replaced, not added to"
+    );
+    assert_eq!(
+        t.query("select count(*) from omop.provider where npi = '1102938473'"),
+        table("0")
+    );
+    assert_eq!(
+        t.query("select care_site_id from omop.provider where npi = '2345678901'"),
+        table("2"),
+        "Jane Smith is at Village Clinic again"
+    );
+}
