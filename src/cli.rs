@@ -81,7 +81,21 @@ pub struct RunArgs {
     /// With several tenants: how many run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
-    /// Run only this step (repeatable).
+    #[command(flatten)]
+    pub steps: StepArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub steps: StepArgs,
+}
+
+/// Which steps, and how: shared by `run` and `plan`.
+#[derive(Args, Debug)]
+pub struct StepArgs {
+    /// Only this step (repeatable).
     #[arg(long = "step")]
     pub steps: Vec<String>,
     /// Start at this step.
@@ -90,22 +104,20 @@ pub struct RunArgs {
     /// Stop after this step.
     #[arg(long)]
     pub until: Option<String>,
-    /// Read every object again, not only new and changed ones.
+    /// Read every object and table again, not only what is new.
     #[arg(long)]
     pub full_refresh: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct PlanArgs {
-    pub manifest: PathBuf,
-    #[arg(long = "step")]
-    pub steps: Vec<String>,
-    #[arg(long)]
-    pub from: Option<String>,
-    #[arg(long)]
-    pub until: Option<String>,
-    #[arg(long)]
-    pub full_refresh: bool,
+impl From<StepArgs> for RunOptions {
+    fn from(a: StepArgs) -> Self {
+        RunOptions {
+            steps: a.steps,
+            from: a.from,
+            until: a.until,
+            full_refresh: a.full_refresh,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -147,12 +159,7 @@ pub fn main(cli: Cli) -> Result<()> {
     );
     match cli.command {
         Command::Run(args) => {
-            let opts = RunOptions {
-                steps: args.steps,
-                from: args.from,
-                until: args.until,
-                full_refresh: args.full_refresh,
-            };
+            let opts = RunOptions::from(args.steps);
             if let [single] = args.manifests.as_slice() {
                 if !single.is_dir() {
                     let manifest = Manifest::load(single)?;
@@ -195,13 +202,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Schedule(args) => schedule(args),
         Command::Plan(args) => {
             let m = Manifest::load(&args.manifest)?;
-            let opts = RunOptions {
-                steps: args.steps,
-                from: args.from,
-                until: args.until,
-                full_refresh: args.full_refresh,
-            };
-            print!("{}", crate::plan::plan(&m, &opts)?);
+            print!("{}", crate::plan::plan(&m, &RunOptions::from(args.steps))?);
             Ok(())
         }
         Command::Inspect { manifest, command } => {

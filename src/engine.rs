@@ -33,6 +33,9 @@ impl Redactor {
     }
 }
 
+/// Query results as text cells, NULL as None.
+pub type Rows = Vec<Vec<Option<String>>>;
+
 pub struct Engine {
     conn: Connection,
     redactor: Redactor,
@@ -87,23 +90,16 @@ impl Engine {
 
     /// Every row of a query as text cells, with the column names.
     pub fn query_table(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        let run = || -> duckdb::Result<(Vec<String>, Vec<Vec<String>>)> {
-            let mut stmt = self.conn.prepare(sql)?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let n = row.as_ref().column_count();
-                let mut cells = Vec::with_capacity(n);
-                for i in 0..n {
-                    let value: duckdb::types::Value = row.get(i)?;
-                    cells.push(value_to_string(value).unwrap_or_else(|| "NULL".into()));
-                }
-                out.push(cells);
-            }
-            drop(rows);
-            Ok((stmt.column_names(), out))
-        };
-        run().map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
+        let (names, rows) = self.query_with_names(sql)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|c| c.unwrap_or_else(|| "NULL".into()))
+                    .collect()
+            })
+            .collect();
+        Ok((names, rows))
     }
 
     /// An in-memory engine, for checks that need no database file.
@@ -174,7 +170,12 @@ impl Engine {
 
     /// Every row of a query as text cells (NULL as None), for reports and checks.
     pub fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let run = || -> duckdb::Result<Vec<Vec<Option<String>>>> {
+        Ok(self.query_with_names(sql)?.1)
+    }
+
+    /// Column names, and every row as text cells (NULL as None).
+    fn query_with_names(&self, sql: &str) -> Result<(Vec<String>, Rows)> {
+        let run = || -> duckdb::Result<(Vec<String>, Rows)> {
             let mut stmt = self.conn.prepare(sql)?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
@@ -187,7 +188,8 @@ impl Engine {
                 }
                 out.push(cells);
             }
-            Ok(out)
+            drop(rows);
+            Ok((stmt.column_names(), out))
         };
         run().map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))
     }

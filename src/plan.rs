@@ -98,22 +98,9 @@ pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
                     }
                     SourceKind::S3(s3cfg) => {
                         let objects = s3::list(s3cfg).with_context(|| described.clone())?;
-                        let known: std::collections::HashMap<String, String> = if opts.full_refresh
-                        {
-                            Default::default()
-                        } else {
-                            query_state(format!(
-                                "select object_key, etag from etl.file_ledger where source = {}",
-                                literal(&source.name)
-                            ))?
-                            .into_iter()
-                            .map(|r| {
-                                (
-                                    r[0].clone().unwrap_or_default(),
-                                    r[1].clone().unwrap_or_default(),
-                                )
-                            })
-                            .collect()
+                        let known = match (&state, opts.full_refresh) {
+                            (Some(engine), false) => s3::ledger(engine, &source.name)?,
+                            _ => Default::default(),
                         };
                         let (mut new, mut changed, mut bytes) = (Vec::new(), 0, 0u64);
                         for o in &objects {

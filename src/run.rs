@@ -508,6 +508,10 @@ impl RunContext<'_> {
                 result.with_context(|| described)
             }
             StepAction::Transform { models } => {
+                // The models order what they need explicitly; not keeping insertion order
+                // lets DuckDB spill and stream large intermediates (the fetch keeps it: it
+                // numbers the records of each file in file order).
+                engine.execute("set preserve_insertion_order = false")?;
                 self.load_vocabularies()?;
                 let macros = self.manifest.sql_dir.join("macros");
                 for file in sql_files(&macros)? {
@@ -523,6 +527,7 @@ impl RunContext<'_> {
                     );
                 }
                 self.run_checks()?;
+                engine.execute("set preserve_insertion_order = true")?;
                 engine.query_i64("select (select count(*) from omop.provider) + (select count(*) from omop.care_site)")
             }
             StepAction::Publish { tables } => {

@@ -7,15 +7,6 @@ use std::process::Command;
 
 use common::{closed_port, stderr, stdout, table, Tenant};
 
-/// Puts the crontab back as it was, even when the test fails.
-struct CrontabGuard(String);
-
-impl Drop for CrontabGuard {
-    fn drop(&mut self) {
-        etl::schedule::write(&self.0).unwrap();
-    }
-}
-
 fn crontab() -> String {
     etl::schedule::read().unwrap()
 }
@@ -23,7 +14,7 @@ fn crontab() -> String {
 #[test]
 fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab() {
     let original = crontab();
-    let _guard = CrontabGuard(original.clone());
+    let _guard = common::CrontabGuard::save();
     // someone else's entries, which must survive
     let theirs = format!("{original}# backups\n15 4 * * * /usr/local/bin/backup --quiet\n");
     etl::schedule::write(&theirs).unwrap();

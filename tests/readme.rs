@@ -8,14 +8,6 @@ mod common;
 
 use std::process::Command;
 
-struct CrontabGuard(String);
-
-impl Drop for CrontabGuard {
-    fn drop(&mut self) {
-        etl::schedule::write(&self.0).unwrap();
-    }
-}
-
 /// The command lines of the README's sh blocks, comments removed.
 fn readme_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
@@ -45,7 +37,7 @@ fn every_readme_command_runs_as_written() {
         commands.contains(&"just demo".to_string()) && commands.contains(&"just test".to_string())
     );
 
-    let _guard = CrontabGuard(etl::schedule::read().unwrap());
+    let _guard = common::CrontabGuard::save();
     let scratch = tempfile::tempdir().unwrap();
     let repo = common::repo();
     for shared in ["sql", "vocab", ".tools", "fixtures"] {

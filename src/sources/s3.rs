@@ -190,6 +190,23 @@ fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<
     Ok(())
 }
 
+/// The ETag of every object of this source already read: object key -> ETag.
+pub fn ledger(engine: &Engine, source: &str) -> Result<HashMap<String, String>> {
+    Ok(engine
+        .query_strings(&format!(
+            "select object_key, etag from etl.file_ledger where source = {}",
+            literal(source)
+        ))?
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 /// One object as `fetch` left it for `load`.
 pub struct StagedObject {
     pub object: ObjectInfo,
@@ -226,22 +243,10 @@ pub fn fetch(
     progress: &Progress,
 ) -> Result<Fetched> {
     let objects = list(s3).context("cannot list objects")?;
-    let known: HashMap<String, String> = if full_refresh {
+    let known = if full_refresh {
         HashMap::new()
     } else {
-        engine
-            .query_strings(&format!(
-                "select object_key, etag from etl.file_ledger where source = {}",
-                literal(name)
-            ))?
-            .into_iter()
-            .map(|r| {
-                (
-                    r[0].clone().unwrap_or_default(),
-                    r[1].clone().unwrap_or_default(),
-                )
-            })
-            .collect()
+        ledger(engine, name)?
     };
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;

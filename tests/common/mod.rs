@@ -381,6 +381,21 @@ pub fn table(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Puts the crontab back as it was when dropped, even when the test fails.
+pub struct CrontabGuard(String);
+
+impl CrontabGuard {
+    pub fn save() -> CrontabGuard {
+        CrontabGuard(etl::schedule::read().unwrap())
+    }
+}
+
+impl Drop for CrontabGuard {
+    fn drop(&mut self) {
+        etl::schedule::write(&self.0).unwrap();
+    }
+}
+
 /// A closed port on loopback: bound, then released.
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -5,19 +5,22 @@
 --   specialty  the newest row that states one (its value as sent and its concept)
 --   care site  the newest row that names one; an unknown site gives NULL, never a guess
 create or replace temp table provider_clusters as
+-- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
+-- in memory and cannot spill, which ran out of memory at 10M rows.
 select
     cluster_key,
-    first(person_name order by name_completeness desc, recency_rank)
+    arg_min(person_name, (-name_completeness, recency_rank))
         filter (where person_name is not null) as provider_name,
-    first(struct_pack(source, source_ref, source_row)
-          order by (person_name is null), name_completeness desc, recency_rank) as survivor,
-    first(npi order by (npi_problem is null) desc, recency_rank)
+    arg_min(struct_pack(source, source_ref, source_row),
+            ((person_name is null), -name_completeness, recency_rank)) as survivor,
+    arg_min(npi, ((npi_problem is not null), recency_rank))
         filter (where npi is not null) as npi,
-    first(struct_pack(specialty_source_value, specialty_concept_id) order by recency_rank)
+    arg_min(struct_pack(specialty_source_value, specialty_concept_id), recency_rank)
         filter (where specialty_source_value is not null) as specialty,
-    first(care_site_id order by recency_rank)
+    -- arg_min_null: the newest row's site wins even when it is unknown (NULL), never an older guess
+    arg_min_null(care_site_id, recency_rank)
         filter (where site_name_sent is not null or pg_care_site_id is not null) as care_site_id,
-    first(source_id order by recency_rank)
+    arg_min(source_id, recency_rank)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster
 from provider_match
