@@ -13,7 +13,7 @@ using (
         clusters.care_site_id,
         clusters.provider_source_value,
         clusters.specialty.specialty_source_value
-    from provider_clusters as clusters
+    from staged.provider_clusters as clusters
     join etl.provider_keys as keys on keys.key = clusters.cluster_key
     where clusters.provider_name is not null
 ) as source

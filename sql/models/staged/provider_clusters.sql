@@ -4,7 +4,7 @@
 --   npi        a valid NPI before one that fails its check, then the newest
 --   specialty  the newest row that states one (its value as sent and its concept)
 --   care site  the newest row that names one; an unknown site gives NULL, never a guess
-create or replace temp table provider_clusters as
+create or replace table staged.provider_clusters as
 -- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
 -- in memory and cannot spill, which ran out of memory at 10M rows.
 select
@@ -23,7 +23,7 @@ select
     arg_min(source_id, recency_rank)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster
-from provider_match
+from staged.provider_match
 where cluster_key is not null
 group by cluster_key;
 
@@ -34,15 +34,15 @@ with
 
 cluster_keys as (
     select cluster_key, cluster_key as key
-    from provider_clusters
+    from staged.provider_clusters
     where provider_name is not null
     union
     select m.cluster_key, 'src:' || m.source_id
-    from provider_match as m
-    join provider_clusters as c on c.cluster_key = m.cluster_key
+    from staged.provider_match as m
+    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is not null
       and m.source_id in (
-          select source_id from provider_match
+          select source_id from staged.provider_match
           where source_id is not null and cluster_key is not null
           group by source_id having count(distinct cluster_key) = 1)
 ),

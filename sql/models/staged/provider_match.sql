@@ -1,13 +1,13 @@
 -- Which rows are one real provider. A row's cluster key is its NPI (10 digits), else the NPI
 -- its source id is seen with elsewhere (in any source), else its source id. Rows with
 -- neither NPI nor source id have no key and are quarantined.
-create or replace temp table provider_match as
+create or replace table staged.provider_match as
 with
 
 npi_by_source_id as (
     -- a source id seen with exactly one NPI links that id's NPI-less rows to the NPI
     select source_id, min(npi) as npi
-    from provider_rows
+    from staged.provider_rows
     where source_id is not null and npi is not null
     group by source_id
     having count(distinct npi) = 1
@@ -20,7 +20,7 @@ keyed as (
             when rows.npi is not null then 'npi:' || rows.npi
             when rows.source_id is not null then coalesce('npi:' || linked.npi, 'src:' || rows.source_id)
         end as cluster_key
-    from provider_rows as rows
+    from staged.provider_rows as rows
     left join npi_by_source_id as linked on linked.source_id = rows.source_id
 )
 

@@ -1,7 +1,7 @@
 -- Providers from every source in one shape, one row per source row, with lineage,
 -- cleansed values next to the values as sent, and the findings of the row-level rules.
 -- (The whole raw record is not carried here: the quarantine looks it up by lineage.)
-create or replace temp table provider_rows as
+create or replace table staged.provider_rows as
 with
 
 from_postgres as (

@@ -9,8 +9,8 @@ no_name as (
         'provider_name_missing' as rule,
         'no usable provider name in this row nor in any other row for the same provider ('
             || m.cluster_key || '); provider_name is NOT NULL' as reason
-    from provider_match as m
-    join provider_clusters as c on c.cluster_key = m.cluster_key
+    from staged.provider_match as m
+    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is null
 ),
 
@@ -20,7 +20,7 @@ no_identifier as (
         'Q002' as rule_id,
         'provider_identifier_missing' as rule,
         'neither a 10-digit NPI nor a source id: the row cannot be matched to a provider' as reason
-    from provider_match
+    from staged.provider_match
     where cluster_key is null
 ),
 
@@ -69,8 +69,8 @@ select
     end as status,
     -- (a condition on c in the join below would make it a nested-loop join)
     case when c.provider_name is not null then keys.provider_id end as provider_id
-from provider_match as m
-left join provider_clusters as c on c.cluster_key = m.cluster_key
+from staged.provider_match as m
+left join staged.provider_clusters as c on c.cluster_key = m.cluster_key
 left join etl.provider_keys as keys on keys.key = m.cluster_key
 left join staged.quarantine as q
     on q.source = m.source and q.source_ref = m.source_ref and q.source_row = m.source_row
