@@ -225,59 +225,43 @@ fn killed_while_writing_parquet_the_next_run_repairs() {
     killed_at("step publish started", "kill_publish");
 }
 
-#[test]
-fn a_transient_postgres_fault_that_clears_does_not_fail_the_run() {
-    let t = Tenant::with_sample("pg_flaky");
-    let proxy = Proxy::start(t.services.pg_port);
-    proxy.cut();
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{}\"", proxy.port),
-        )
-        .replace("attempts = 3", "attempts = 6")
-        .replace("initial_delay_seconds = 0.2", "initial_delay_seconds = 0.5")
-    });
-    let healer = std::thread::spawn({
-        let proxy_heal = std::sync::Arc::new(proxy);
-        let p = proxy_heal.clone();
-        move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            p.heal();
-            proxy_heal
-        }
-    });
-    let out = t.run(&[]);
-    let _proxy = healer.join().unwrap();
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
-    assert!(
-        log.contains("a source failed, retrying (2 of 6 attempts)"),
-        "{log}"
-    );
-    assert_eq!(t.published("provider").len(), 20);
+/// The S3 port of the local services.
+fn s3_port(t: &Tenant) -> u16 {
+    t.services
+        .s3_endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
-#[test]
-fn a_transient_s3_fault_that_clears_does_not_fail_the_run() {
-    let t = Tenant::with_sample("s3_flaky");
-    let proxy = std::sync::Arc::new(Proxy::start(
-        t.services
-            .s3_endpoint
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap(),
-    ));
-    proxy.cut();
+/// Points the tenant's manifest at `proxy` instead of `port` (its `host:port` form too).
+fn through(t: &Tenant, proxy: &Proxy, port: u16, extra: impl Fn(String) -> String) {
     t.write_manifest(|m| {
-        m.replace(
-            &format!("endpoint = \"{}\"", t.services.s3_endpoint),
-            &format!("endpoint = \"127.0.0.1:{}\"", proxy.port),
+        extra(
+            m.replace(
+                &format!("port = \"{port}\""),
+                &format!("port = \"{}\"", proxy.port),
+            )
+            .replace(
+                &format!("127.0.0.1:{port}\""),
+                &format!("127.0.0.1:{}\"", proxy.port),
+            ),
         )
-        .replace("attempts = 3", "attempts = 6")
-        .replace("initial_delay_seconds = 0.2", "initial_delay_seconds = 0.5")
+    });
+}
+
+/// A source that is down when the run starts and back 1.5 s later: the run retries and
+/// succeeds.
+fn fault_clears(label: &str, port: impl Fn(&Tenant) -> u16) {
+    let t = Tenant::with_sample(label);
+    let port = port(&t);
+    let proxy = std::sync::Arc::new(Proxy::start(port));
+    proxy.cut();
+    through(&t, &proxy, port, |m| {
+        m.replace("attempts = 3", "attempts = 6")
+            .replace("initial_delay_seconds = 0.2", "initial_delay_seconds = 0.5")
     });
     let p = proxy.clone();
     let healer = std::thread::spawn(move || {
@@ -296,24 +280,22 @@ fn a_transient_s3_fault_that_clears_does_not_fail_the_run() {
 }
 
 #[test]
+fn a_transient_postgres_fault_that_clears_does_not_fail_the_run() {
+    fault_clears("pg_flaky", |t| t.services.pg_port);
+}
+
+#[test]
+fn a_transient_s3_fault_that_clears_does_not_fail_the_run() {
+    fault_clears("s3_flaky", s3_port);
+}
+
+#[test]
 fn s3_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
     let t = Tenant::with_sample("s3_cut");
     let twin = Tenant::with_sample("s3_cut_twin");
-    let proxy = std::sync::Arc::new(Proxy::start(
-        t.services
-            .s3_endpoint
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap(),
-    ));
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("endpoint = \"{}\"", t.services.s3_endpoint),
-            &format!("endpoint = \"127.0.0.1:{}\"", proxy.port),
-        )
-        .replace("attempts = 3", "attempts = 1")
+    let proxy = std::sync::Arc::new(Proxy::start(s3_port(&t)));
+    through(&t, &proxy, s3_port(&t), |m| {
+        m.replace("attempts = 3", "attempts = 1")
     });
     t.run_ok(&[]);
     twin.run_ok(&[]);
@@ -367,12 +349,8 @@ fn postgres_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
     t.seed_postgres(300_000);
     twin.seed_postgres(300_000);
     let proxy = std::sync::Arc::new(Proxy::start(t.services.pg_port));
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{}\"", proxy.port),
-        )
-        .replace("attempts = 3", "attempts = 1")
+    through(&t, &proxy, t.services.pg_port, |m| {
+        m.replace("attempts = 3", "attempts = 1")
     });
     t.run_ok(&[]);
     twin.run_ok(&[]);
