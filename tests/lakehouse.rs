@@ -465,13 +465,7 @@ fn state_is_shown_and_a_reset_is_audited_and_rereads() {
 fn runs_lists_the_history_with_status_and_error() {
     let t = Tenant::with_sample("history");
     t.run_ok(&[]);
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{}\"", common::closed_port()),
-        )
-        .replace("attempts = 3", "attempts = 1")
-    });
+    t.break_postgres(Some(1));
     assert_eq!(t.run(&[]).status.code(), Some(1));
     let manifest = t.manifest_arg();
     let text = stdout(&t.etl(&["runs", &manifest]));

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{closed_port, stderr, stdout, table, Tenant};
+use common::{stderr, stdout, table, Tenant};
 
 fn crontab() -> String {
     etl::schedule::read().unwrap()
@@ -122,13 +122,7 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
     let a = Tenant::with_sample("many_a");
     let b = Tenant::with_sample("many_b");
     let broken = Tenant::with_sample("many_broken");
-    broken.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", broken.services.pg_port),
-            &format!("port = \"{}\"", closed_port()),
-        )
-        .replace("attempts = 3", "attempts = 1")
-    });
+    broken.break_postgres(Some(1));
     let (ma, mb, mc) = (a.manifest_arg(), b.manifest_arg(), broken.manifest_arg());
     let out = a.etl(&["run", &ma, &mc, &mb, "--jobs", "2"]);
     assert_eq!(out.status.code(), Some(1));
@@ -217,13 +211,7 @@ fn each_run_writes_a_summary_for_monitoring() {
         .exists());
 
     // a failed run says so too
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{}\"", closed_port()),
-        )
-        .replace("attempts = 3", "attempts = 1")
-    });
+    t.break_postgres(Some(1));
     assert_eq!(t.run(&[]).status.code(), Some(1));
     let last: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{closed_port, stderr, stdout, table, Tenant, S3_SECRET_VAR};
+use common::{stderr, stdout, table, Tenant, S3_SECRET_VAR};
 
 const PROVIDER_GOLDEN: &str = "
  1 | Laura Taylor      | 0123456789 | 0 | 38004456 | 2    | LT010 | Int Med
@@ -332,13 +332,7 @@ fn postgres_unreachable_fails_the_run_and_keeps_the_last_outputs() {
     let current = std::fs::read_link(t.lake().join("omop/current")).unwrap();
     let before = std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap();
 
-    let port = closed_port();
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{port}\""),
-        )
-    });
+    let port = t.break_postgres(None);
     let out = t.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -445,13 +439,7 @@ fn validate_checks_the_manifest_then_each_source() {
         "{text}"
     );
 
-    let port = closed_port();
-    t.write_manifest(|m| {
-        m.replace(
-            &format!("port = \"{}\"", t.services.pg_port),
-            &format!("port = \"{port}\""),
-        )
-    });
+    let port = t.break_postgres(None);
     let out = t.etl(&["validate", &manifest]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -205,6 +205,24 @@ publish = ["care_site", "provider"]
         std::fs::write(&self.manifest, edit(text)).unwrap();
     }
 
+    /// Rewrites the manifest so that its Postgres source points at a closed port on
+    /// loopback (an unreachable database), with `attempts` fetch attempts in all when
+    /// given (the harness default is 3). Returns the port.
+    pub fn break_postgres(&self, attempts: Option<u32>) -> u16 {
+        let port = closed_port();
+        self.write_manifest(|m| {
+            let m = m.replace(
+                &format!("port = \"{}\"", self.services.pg_port),
+                &format!("port = \"{port}\""),
+            );
+            match attempts {
+                Some(n) => m.replace("attempts = 3", &format!("attempts = {n}")),
+                None => m,
+            }
+        });
+        port
+    }
+
     pub fn pg_target(&self) -> PgTarget {
         PgTarget {
             host: self.services.pg_host.clone(),
