@@ -49,10 +49,11 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Show what a tenant's lake remembers (watermarks, file ledger, ids), or reset a step.
+    /// Show what a tenant's lake remembers (watermarks, file ledger, last transform, ids), or reset a step.
     State {
         manifest: PathBuf,
-        /// Forget what this extract step remembers: its next run reads everything again.
+        /// Forget what this step remembers: an extract step reads everything again next run;
+        /// the transform computes every provider again from the raw layer.
         #[arg(long, value_name = "STEP")]
         reset: Option<String>,
     },
@@ -104,7 +105,8 @@ pub struct StepArgs {
     /// Stop after this step.
     #[arg(long)]
     pub until: Option<String>,
-    /// Read every object and table again, not only what is new.
+    /// Read every object and table again, not only what is new, and compute every
+    /// provider again from the raw layer.
     #[arg(long)]
     pub full_refresh: bool,
 }

@@ -14,6 +14,7 @@ pub mod schedule;
 pub mod seed;
 pub mod sources;
 pub mod state;
+pub mod transform;
 
 /// Exit codes: 0 ok, 1 a run failed, 2 bad manifest or usage.
 pub fn exit_code(err: &anyhow::Error) -> i32 {

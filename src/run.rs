@@ -15,6 +15,7 @@ use crate::progress::Progress;
 use crate::publish;
 use crate::retry;
 use crate::sources::{self, postgres, s3};
+use crate::transform;
 
 /// Which steps to run, and how.
 #[derive(Debug, Clone, Default)]
@@ -513,19 +514,8 @@ impl RunContext<'_> {
                 // numbers the records of each file in file order).
                 engine.execute("set preserve_insertion_order = false")?;
                 self.load_vocabularies()?;
-                let macros = self.manifest.sql_dir.join("macros");
-                for file in sql_files(&macros)? {
-                    engine.execute_file(&file)?;
-                }
-                for model in models {
-                    let started = Instant::now();
-                    engine.execute_file(model)?;
-                    log::debug!(
-                        "  {} in {:.2}s",
-                        model.display(),
-                        started.elapsed().as_secs_f64()
-                    );
-                }
+                let plan = transform::plan(engine, self.manifest, models, self.opts.full_refresh)?;
+                transform::run(engine, self.manifest, models, &plan, self.run_id)?;
                 self.run_checks()?;
                 engine.execute("set preserve_insertion_order = true")?;
                 engine.query_i64("select (select count(*) from omop.provider) + (select count(*) from omop.care_site)")

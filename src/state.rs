@@ -1,5 +1,5 @@
 //! What a tenant's lake remembers between runs, shown and reset by `etl state`: Postgres
-//! watermarks, the file ledger and the surrogate-id maps. A reset is recorded in
+//! watermarks, the file ledger, the last transform and the surrogate-id maps. A reset is recorded in
 //! `etl.state_audit` with who and when.
 
 use anyhow::{bail, Result};
@@ -41,6 +41,14 @@ pub fn show(engine: &Engine) -> Result<String> {
         &mut out,
     )?;
     section(
+        "last transform (a changed fingerprint means a full recompute next run)",
+        &["run", "kind", "raw rows", "batches", "fingerprint"],
+        "select run_id, case when full_recompute then 'full' else 'incremental' end, \
+         changed_rows::varchar, batches::varchar, fingerprint \
+         from etl.transform_state order by run_id desc limit 1",
+        &mut out,
+    )?;
+    section(
         "surrogate ids",
         &["map", "keys", "highest id"],
         "select 'provider', count(*)::varchar, coalesce(max(provider_id), 0)::varchar from etl.provider_keys \
@@ -58,7 +66,8 @@ pub fn show(engine: &Engine) -> Result<String> {
 }
 
 /// Forgets what a step remembers, so that its next run starts over: an extract step from
-/// Postgres reads its tables whole again; one from a bucket reads every object again.
+/// Postgres reads its tables whole again; one from a bucket reads every object again; the
+/// transform computes every provider again from the raw layer.
 /// Surrogate ids are never reset: ids must not be reused.
 pub fn reset(engine: &Engine, manifest: &Manifest, step: &str) -> Result<String> {
     let Some(found) = manifest.steps.iter().find(|s| s.name == step) else {
@@ -70,11 +79,40 @@ pub fn reset(engine: &Engine, manifest: &Manifest, step: &str) -> Result<String>
         ))
         .into());
     };
-    let StepAction::Extract { source } = &found.action else {
-        bail!("step `{step}` keeps no state: only extract steps do (watermarks, file ledger)");
+    let (action, detail) = match &found.action {
+        StepAction::Extract { source } => reset_extract(engine, manifest, source)?,
+        StepAction::Transform { .. } => {
+            let n = engine.query_i64("select count(*) from etl.transform_state")?;
+            engine.execute("delete from etl.transform_state")?;
+            (
+                "transform state cleared",
+                format!("{n} transforms forgotten: the next run computes every provider again from the raw layer"),
+            )
+        }
+        StepAction::Publish { .. } => {
+            bail!("step `{step}` keeps no state: only extract steps (watermarks, file ledger) and the transform do")
+        }
     };
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    engine.execute(&format!(
+        "insert into etl.state_audit values (now(), {}, {}, {}, {})",
+        literal(&user),
+        literal(step),
+        literal(action),
+        literal(&detail)
+    ))?;
+    Ok(format!("step `{step}`: {action} ({detail})"))
+}
+
+fn reset_extract(
+    engine: &Engine,
+    manifest: &Manifest,
+    source: &str,
+) -> Result<(&'static str, String)> {
     let s = literal(source);
-    let (action, detail) = match manifest.source(source).map(|s| &s.kind) {
+    Ok(match manifest.source(source).map(|s| &s.kind) {
         Some(crate::manifest::SourceKind::Postgres(_)) => {
             let n = engine.query_i64(&format!(
                 "select count(*) from etl.watermarks where source = {s}"
@@ -97,16 +135,5 @@ pub fn reset(engine: &Engine, manifest: &Manifest, step: &str) -> Result<String>
                 ),
             )
         }
-    };
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_default();
-    engine.execute(&format!(
-        "insert into etl.state_audit values (now(), {}, {}, {}, {})",
-        literal(&user),
-        literal(step),
-        literal(action),
-        literal(&detail)
-    ))?;
-    Ok(format!("step `{step}`: {action} ({detail})"))
+    })
 }

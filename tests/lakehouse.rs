@@ -452,10 +452,32 @@ fn state_is_shown_and_a_reset_is_audited_and_rereads() {
         "rereading the same files changes nothing"
     );
 
+    let shown = stdout(&t.etl(&["state", &manifest]));
+    assert!(
+        shown.contains("  incremental        21        1  "),
+        "{shown}"
+    );
     let out = t.etl(&["state", &manifest, "--reset", "transform"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "step `transform`: transform state cleared (2 transforms forgotten: the next run computes every provider again from the raw layer)\n"
+    );
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("full recompute of 41 raw rows in 1 batch(es): no transform has run yet"),
+        "{log}"
+    );
+    assert_eq!(
+        outputs(&t),
+        before,
+        "recomputing everything changes nothing"
+    );
+
+    let out = t.etl(&["state", &manifest, "--reset", "publish"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("step `transform` keeps no state"),
+        stderr(&out).contains("step `publish` keeps no state"),
         "{}",
         stderr(&out)
     );
@@ -508,5 +530,124 @@ Dr. Alice Nguyen,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,
         t.query("select care_site_id from omop.provider where npi = '2345678901'"),
         table("2"),
         "Jane Smith is at Village Clinic again"
+    );
+}
+
+/// Everything the transform decides, without run ids: the OMOP tables, the quarantine, the
+/// flags, each row's fate, the clusters and the last run's reconciliation.
+fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
+    [
+        "select * from omop.provider order by all",
+        "select * from omop.care_site order by all",
+        "select * from staged.quarantine order by all",
+        "select * from staged.dq_flags order by all",
+        "select * from staged.provider_row_status order by all",
+        "select * from staged.provider_clusters order by all",
+        "select * exclude (run_id) from etl.reconciliation \
+         where run_id = (select max(run_id) from etl.reconciliation) order by all",
+        "select * exclude (first_run_id) from etl.provider_keys order by all",
+    ]
+    .iter()
+    .map(|sql| t.query(sql))
+    .collect()
+}
+
+/// After each change, the incremental run (in batches of 2 rows) decides exactly what a full
+/// recompute from the sources (in one batch) decides.
+#[test]
+fn incremental_transforms_equal_a_full_recompute() {
+    let t = Tenant::with_sample("incremental");
+    let batches_of = |rows: u64| {
+        t.write_manifest(|m| {
+            m.replace(
+                "threads = 2",
+                &format!("threads = 2\ntransform_batch_rows = {rows}"),
+            )
+        })
+    };
+    let check = |what: &str| {
+        batches_of(2);
+        let log = stderr(&t.run_ok(&[]));
+        let expected = if what == "first run" {
+            "no transform has run yet"
+        } else {
+            "  incremental: "
+        };
+        assert!(log.contains(expected), "{what}: {log}");
+        let incremental = decisions(&t);
+        batches_of(1_000_000);
+        let log = stderr(&t.run_ok(&["--full-refresh"]));
+        assert!(
+            log.contains("in 1 batch(es): --full-refresh"),
+            "{what}: {log}"
+        );
+        let full = decisions(&t);
+        for (i, (a, b)) in incremental.iter().zip(&full).enumerate() {
+            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
+            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
+            assert!(
+                a == b,
+                "{what}, query {i}: incremental only {only_a:?}\nfull only {only_b:?}"
+            );
+        }
+    };
+    check("first run");
+    assert_eq!(
+        t.query("select batches from etl.transform_state order by run_id limit 1"),
+        table("21"),
+        "41 raw rows in batches of 2"
+    );
+
+    // A source id seen without an NPI (Jane S., JS004) now comes with Jane Smith's NPI: her
+    // two providers become one. A provider moves site, one is deleted, one is new.
+    t.put(
+        "providers/2026-11-29/providers.csv",
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+Jane Smith,004,2345678901,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n\
+Sam Okafor,017,1000000012,Family Practice,Lakeside Lab,SO017,Family Practice,SO-NPI\n",
+    );
+    t.pg()
+        .batch_execute(
+            "update provider set care_site_id = 4, updated_at = '2026-11-20 12:00:00+00' where provider_id = 9;
+             delete from provider where provider_id = 5;
+             insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at)
+             values (11, 'Aaron Abbott', '1000000004', 1, 'AA000', 'Cardiology', '2026-11-20 12:00:00+00');",
+        )
+        .unwrap();
+    check("source id linked to an NPI, site moved, row deleted, rows new");
+    assert_eq!(
+        t.query("select provider_name, npi from omop.provider where provider_name like 'Jane%'"),
+        table("Jane Smith | 2345678901"),
+        "Jane S. merged into Jane Smith"
+    );
+
+    // A care site renamed: it becomes a site of its own (its old name lives on in its
+    // duplicate, CITY HOSPITAL); the Postgres rows pointing at it follow it.
+    t.pg()
+        .batch_execute(
+            "update care_site set care_site_name = 'City Hospital East', updated_at = '2026-11-21 12:00:00+00' where care_site_id = 1",
+        )
+        .unwrap();
+    check("care site renamed");
+    assert_eq!(
+        t.query(
+            "select p.provider_name from omop.provider as p join omop.care_site as c using (care_site_id) \
+             where c.care_site_name = 'City Hospital East' order by all"
+        ),
+        table("Aaron Abbott")
+    );
+
+    // An object replaced: one provider gone from it, one name changed.
+    t.put(
+        "providers/2026-11-28/providers.csv",
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+Jane Smith,002,2345678901,Peds,City Hospital,JS002,Pediatrics,JS-NPI\n\
+Dr. Alice Nguyen-Park,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,AN-NPI\n",
+    );
+    check("object replaced");
+    assert_eq!(
+        t.query("select count(*) from omop.provider where provider_source_value = 'OH015'"),
+        table("0"),
+        "Omar Haddad left with his object's old version"
     );
 }

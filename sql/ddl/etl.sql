@@ -132,6 +132,16 @@ create table if not exists omop.provider_history (
     specialty_source_value   varchar(50)
 );
 
+-- One line per transform: the fingerprint of the SQL, vocabularies and etl version it ran
+-- with (a different one next time means a full recompute), and what it computed.
+create table if not exists etl.transform_state (
+    run_id         varchar primary key,
+    fingerprint    varchar not null,
+    full_recompute boolean not null,
+    changed_rows   bigint not null,          -- raw rows new since the previous transform
+    batches        integer not null
+);
+
 -- Every change made to the state by hand (`etl state --reset`), with who and when.
 create table if not exists etl.state_audit (
     reset_at      timestamptz not null,

@@ -34,6 +34,10 @@ pub struct Manifest {
     pub retry: RetryPolicy,
 }
 
+/// Raw rows per transform batch unless the manifest says otherwise: about 1 GB of
+/// DuckDB memory at the peak, well inside the default 2 GB limit.
+pub const DEFAULT_TRANSFORM_BATCH_ROWS: u64 = 2_000_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub memory_limit: String,
@@ -41,6 +45,8 @@ pub struct EngineSettings {
     pub extension_directory: PathBuf,
     /// How many finished runs' Parquet folders to keep besides the current one.
     pub keep_outputs: usize,
+    /// Raw rows a transform takes per batch: what bounds its memory.
+    pub transform_batch_rows: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +398,7 @@ struct EngineWire {
     threads: Option<Spanned<u32>>,
     extension_directory: Option<Spanned<String>>,
     keep_outputs: Option<Spanned<u32>>,
+    transform_batch_rows: Option<Spanned<u64>>,
 }
 
 /// One struct for every source kind: `compile` checks which keys a kind allows, so an
@@ -636,6 +643,17 @@ fn compile(
             .keep_outputs
             .as_ref()
             .map_or(7, |k| *k.get_ref() as usize),
+        transform_batch_rows: match &wire.engine.transform_batch_rows {
+            Some(rows) if *rows.get_ref() == 0 => {
+                problems.push(Problem::new(
+                    Some(rows.span()),
+                    "`engine.transform_batch_rows` must be at least 1",
+                ));
+                DEFAULT_TRANSFORM_BATCH_ROWS
+            }
+            Some(rows) => *rows.get_ref(),
+            None => DEFAULT_TRANSFORM_BATCH_ROWS,
+        },
     };
 
     let mut sources = Vec::new();

@@ -1,22 +1,47 @@
 -- OMOP provider: one row per real provider that has a name (the DDL's NOT NULL); providers
--- without one are in staged.quarantine instead. Merged by id: only new, changed and
--- vanished providers are touched.
+-- without one are in staged.quarantine instead. Only the affected providers are written:
+-- new and changed ones merged by id, vanished ones deleted.
+create or replace table work.provider as
+select
+    keys.provider_id,
+    clusters.provider_name,
+    clusters.npi,
+    -- no source says how the provider record was obtained: 0, never a guess
+    0 as provider_type_concept_id,
+    coalesce(clusters.specialty.specialty_concept_id, 0) as specialty_concept_id,
+    clusters.care_site_id,
+    clusters.provider_source_value,
+    clusters.specialty.specialty_source_value
+from work.clusters as clusters
+join etl.provider_keys as keys on keys.key = clusters.cluster_key
+where clusters.provider_name is not null;
+
+-- The providers this batch may change: those of the affected clusters, before and after.
+create or replace table work.batch_providers as
+select provider_id from etl.provider_keys
+where key in (select cluster_key from work.affected_clusters)
+union
+select provider_id from work.provider
+union
+-- after the last batch of a full recompute: providers no row names any more
+select provider_id from omop.provider
+where getvariable('full_recompute') and getvariable('last_batch')
+  and provider_id not in (
+      select keys.provider_id
+      from staged.provider_clusters as clusters
+      join etl.provider_keys as keys on keys.key = clusters.cluster_key
+      where clusters.provider_name is not null);
+
+delete from omop.provider
+where provider_id in (select provider_id from work.batch_providers)
+  and provider_id not in (select provider_id from work.provider);
+
+-- every batch's, for the history (omop/history.sql), written once the last batch is done
+create table if not exists work.touched_providers (provider_id integer);
+insert into work.touched_providers select provider_id from work.batch_providers;
+
 merge into omop.provider as target
-using (
-    select
-        keys.provider_id,
-        clusters.provider_name,
-        clusters.npi,
-        -- no source says how the provider record was obtained: 0, never a guess
-        0 as provider_type_concept_id,
-        coalesce(clusters.specialty.specialty_concept_id, 0) as specialty_concept_id,
-        clusters.care_site_id,
-        clusters.provider_source_value,
-        clusters.specialty.specialty_source_value
-    from staged.provider_clusters as clusters
-    join etl.provider_keys as keys on keys.key = clusters.cluster_key
-    where clusters.provider_name is not null
-) as source
+using work.provider as source
 on target.provider_id = source.provider_id
 when matched and row(target.provider_name, target.npi, target.provider_type_concept_id,
                      target.specialty_concept_id, target.care_site_id, target.provider_source_value,
@@ -25,5 +50,4 @@ when matched and row(target.provider_name, target.npi, target.provider_type_conc
                      source.specialty_concept_id, source.care_site_id, source.provider_source_value,
                      source.specialty_source_value)
     then update
-when not matched then insert
-when not matched by source then delete;
+when not matched then insert;

@@ -4,7 +4,8 @@
 --   npi        a valid NPI before one that fails its check, then the newest
 --   specialty  the newest row that states one (its value as sent and its concept)
 --   care site  the newest row that names one; an unknown site gives NULL, never a guess
-create or replace table staged.provider_clusters as
+-- Computed for the affected clusters only (sql/models/staged/provider_match.sql).
+create or replace table work.clusters as
 -- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
 -- in memory and cannot spill, which ran out of memory at 10M rows.
 select
@@ -23,37 +24,74 @@ select
     arg_min(source_id, recency_rank)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster
-from staged.provider_match
+from work.cluster_rows
 where cluster_key is not null
 group by cluster_key;
+
+create table if not exists staged.provider_clusters as
+select * from work.clusters limit 0;
+
+delete from staged.provider_clusters
+where cluster_key in (select cluster_key from work.affected_clusters);
+
+insert into staged.provider_clusters by name
+select * from work.clusters;
 
 -- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
 -- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
 insert into etl.provider_keys (key, provider_id, first_run_id)
 with
 
+unique_source_ids as (
+    -- source ids that point at one provider alone, counted over every current row
+    select source_id
+    from staged.provider_rows
+    where source_id in (select source_id from work.cluster_rows where source_id is not null)
+      and cluster_key is not null
+    group by source_id
+    having count(distinct cluster_key) = 1
+),
+
 cluster_keys as (
     select cluster_key, cluster_key as key
-    from staged.provider_clusters
+    from work.clusters
     where provider_name is not null
     union
     select m.cluster_key, 'src:' || m.source_id
-    from staged.provider_match as m
-    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    from work.cluster_rows as m
+    join work.clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is not null
-      and m.source_id in (
-          select source_id from staged.provider_match
-          where source_id is not null and cluster_key is not null
-          group by source_id having count(distinct cluster_key) = 1)
+      and m.source_id in (select source_id from unique_source_ids)
+),
+
+claims as (
+    -- the ids an affected provider's keys already have; `own` when the key is its cluster key
+    select ck.cluster_key, k.provider_id, (k.key = ck.cluster_key) as own
+    from cluster_keys as ck
+    join etl.provider_keys as k on k.key = ck.key
+),
+
+held_elsewhere as (
+    -- ids that are the own id of a provider not recomputed now: it keeps them
+    select k.provider_id
+    from etl.provider_keys as k
+    join staged.provider_clusters as c on c.cluster_key = k.key
+    where k.provider_id in (select provider_id from claims)
+      and c.cluster_key not in (select cluster_key from work.affected_clusters)
+      and c.provider_name is not null
 ),
 
 known as (
-    select ck.cluster_key, min(k.provider_id) as provider_id
-    from cluster_keys as ck
-    join etl.provider_keys as k on k.key = ck.key
-    group by ck.cluster_key
-    -- two clusters that once were one: the first keeps the id, the other gets a new one
-    qualify row_number() over (partition by min(k.provider_id) order by ck.cluster_key) = 1
+    -- two providers that once were one: the one whose own key has the id keeps it (else
+    -- the first by key); the other gets a new id
+    select cluster_key, provider_id
+    from (
+        select cluster_key, provider_id, own
+        from claims
+        where provider_id not in (select provider_id from held_elsewhere)
+        qualify row_number() over (partition by cluster_key order by own desc, provider_id) = 1
+    )
+    qualify row_number() over (partition by provider_id order by own desc, cluster_key) = 1
 ),
 
 fresh as (
@@ -68,7 +106,7 @@ assigned as (
     select
         cluster_key,
         (select coalesce(max(provider_id), 0) from etl.provider_keys)
-                        + row_number() over (order by cluster_key)
+            + row_number() over (order by cluster_key)
     from fresh
 )
 

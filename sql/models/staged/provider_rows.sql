@@ -1,65 +1,77 @@
 -- Providers from every source in one shape, one row per source row, with lineage,
 -- cleansed values next to the values as sent, and the findings of the row-level rules.
 -- (The whole raw record is not carried here: the quarantine looks it up by lineage.)
-create or replace table staged.provider_rows as
+--
+-- Only what changed since the last transform is computed (everything on a full recompute),
+-- one batch at a time: etl sets `since_run`, `batches` and `batch`; a row's batch is a hash
+-- of its lineage, so every row lands in exactly one batch.
+--   work.new_rows   raw rows new or changed since the last transform, and rows whose care
+--                   site resolves differently now, cleansed
+--   work.gone_rows  the staged rows they replace, and rows gone from the raw layer
+-- staged.provider_rows keeps every current row between runs (sql/models/staged/provider_match.sql
+-- writes it, with each row's provider).
+
+create or replace macro etl_in_batch(source, source_ref, source_row) as
+    hash(source, source_ref, source_row) % getvariable('batches') = getvariable('batch');
+
+-- Every provider row of the raw layer in one shape, values as sent.
+create or replace view work.provider_source as
+select
+    -- lineage
+    'pg' as source,
+    'provider' as source_ref,
+    provider_id::varchar as source_row,
+    provider_id::bigint as source_order,
+    updated_at as recency,
+    _run_id,
+    -- values as sent
+    provider_name as name_sent,
+    npi as npi_sent,
+    provider_source_value as source_id_sent,
+    provider_id::varchar as client_provider_id,
+    specialty_source_value as specialty_sent,
+    null::varchar as specialty_alt_sent,
+    null::varchar as site_name_sent,
+    care_site_id as pg_care_site_id
+from raw.pg_provider
+-- rows deleted in Postgres stay in raw with _deleted_at set; they are not loaded
+where _deleted_at is null
+union all
+select
+    'files',
+    _object_key,
+    _row::varchar,
+    _row,
+    _last_modified,
+    _run_id,
+    "ProviderName",
+    "NPI",
+    "SourceID",
+    "ProviderID",
+    "Specialty",
+    "SpecSource",
+    "SiteName",
+    null::integer
+from raw.files_provider;
+
+create or replace table work.changed_source as
+select * from work.provider_source
+where _run_id > getvariable('since_run')
+  and etl_in_batch(source, source_ref, source_row);
+
+-- The cleansing, over whatever work.changed_source holds when it is read.
+create or replace view work.provider_cleansed as
 with
-
-from_postgres as (
-    select
-        -- lineage
-        'pg' as source,
-        'provider' as source_ref,
-        provider_id::varchar as source_row,
-        provider_id::bigint as source_order,
-        updated_at as recency,
-        
-        -- values as sent
-        provider_name as name_sent,
-        npi as npi_sent,
-        provider_source_value as source_id_sent,
-        provider_id::varchar as client_provider_id,
-        specialty_source_value as specialty_sent,
-        null::varchar as specialty_alt_sent,
-        null::varchar as site_name_sent,
-        care_site_id as pg_care_site_id
-        from raw.pg_provider as p
-    where p._deleted_at is null
-),
-
-from_files as (
-    select
-        'files' as source,
-        _object_key as source_ref,
-        _row::varchar as source_row,
-        _row as source_order,
-        _last_modified as recency,
-        
-        "ProviderName" as name_sent,
-        "NPI" as npi_sent,
-        "SourceID" as source_id_sent,
-        "ProviderID" as client_provider_id,
-        "Specialty" as specialty_sent,
-        "SpecSource" as specialty_alt_sent,
-        "SiteName" as site_name_sent,
-        null::integer as pg_care_site_id
-    from raw.files_provider as f
-),
-
-unioned as (
-    select * from from_postgres
-    union all
-    select * from from_files
-),
 
 cleaned as (
     select
-        unioned.*,
+        changed.* exclude (_run_id),
         etl_person_name(name_sent) as person_name,
         etl_npi_digits(npi_sent) as npi_digits,
         etl_source_id(source_id_sent) as source_id,
         etl_clean_text(specialty_sent) as specialty_source_value,
         etl_match_key(site_name_sent) as site_name_key
-    from unioned
+    from work.changed_source as changed
 ),
 
 derived as (
@@ -74,13 +86,13 @@ derived as (
 
 specialty_mapped as (
     select
-        cleaned.*,
-                coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
-    from derived as cleaned
+        derived.*,
+        coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
+    from derived
     left join vocab.specialty as s1
-        on etl_match_key(s1.source_value) = etl_match_key(cleaned.specialty_sent)
+        on etl_match_key(s1.source_value) = etl_match_key(derived.specialty_sent)
     left join vocab.specialty as s2
-        on etl_match_key(s2.source_value) = etl_match_key(cleaned.specialty_alt_sent)
+        on etl_match_key(s2.source_value) = etl_match_key(derived.specialty_alt_sent)
 ),
 
 sited as (
@@ -101,3 +113,52 @@ select
     -- (every NPI in the sample files fails it): it is flagged, not discarded.
     case when length(npi_digits) = 10 then npi_digits end as npi
 from sited;
+
+create table if not exists staged.provider_rows as
+select *, null::varchar as cluster_key, null::bigint as recency_rank
+from work.provider_cleansed
+limit 0;
+
+-- Rows whose care site resolves differently now (a site added, renamed or gone) are
+-- computed again too.
+insert into work.changed_source
+select source_rows.*
+from work.provider_source as source_rows
+semi join (
+    select rows.source, rows.source_ref, rows.source_row
+    from staged.provider_rows as rows
+    left join staged.care_site as by_id
+        on by_id.source_care_site_id = rows.pg_care_site_id
+    left join (select distinct name_key, care_site_id from staged.care_site) as by_name
+        on by_name.name_key = rows.site_name_key
+    where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
+      and etl_in_batch(rows.source, rows.source_ref, rows.source_row)
+) as resited using (source, source_ref, source_row)
+anti join work.changed_source as changed using (source, source_ref, source_row);
+
+create or replace table work.new_rows as
+select * from work.provider_cleansed;
+
+create or replace table work.gone_rows as
+with
+
+replaced_or_deleted as (
+    select source, source_ref, source_row from work.new_rows
+    union all
+    select 'pg', 'provider', provider_id::varchar
+    from raw.pg_provider
+    where _deleted_at is not null
+)
+
+select source, source_ref, source_row, source_id, cluster_key
+from staged.provider_rows
+semi join replaced_or_deleted using (source, source_ref, source_row)
+union
+-- every row of an object read again: its rows as read now are all in work.new_rows
+select source, source_ref, source_row, source_id, cluster_key
+from staged.provider_rows
+where source = 'files'
+  and source_ref in (
+      select object_key from etl.file_ledger
+      where source = 'files' and run_id > getvariable('since_run'))
+  and etl_in_batch(source, source_ref, source_row);

@@ -1,5 +1,7 @@
 -- Rows that cannot be loaded, each with where it came from, the rule and the reason.
-create or replace table staged.quarantine as
+-- Written again for the rows of the affected providers (work.cluster_rows); the
+-- unparsable records (Q003) are all written again.
+create or replace table work.quarantine as
 with
 
 no_name as (
@@ -9,8 +11,8 @@ no_name as (
         'provider_name_missing' as rule,
         'no usable provider name in this row nor in any other row for the same provider ('
             || m.cluster_key || '); provider_name is NOT NULL' as reason
-    from staged.provider_match as m
-    join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    from work.cluster_rows as m
+    join work.clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is null
 ),
 
@@ -20,18 +22,8 @@ no_identifier as (
         'Q002' as rule_id,
         'provider_identifier_missing' as rule,
         'neither a 10-digit NPI nor a source id: the row cannot be matched to a provider' as reason
-    from staged.provider_match
+    from work.cluster_rows
     where cluster_key is null
-),
-
-unparsable as (
-    select
-        'files' as source, object_key as source_ref, line::varchar as source_row,
-        'Q003' as rule_id,
-        'row_unparsable' as rule,
-        error as reason,
-        to_json({'line': raw_line}) as record
-    from raw.files_provider_rejects
 ),
 
 loadable as (
@@ -42,11 +34,13 @@ loadable as (
 
 with_record as (
     -- the raw record exactly as it arrived, found again by its lineage
-    select loadable.*, coalesce(to_json(p), to_json(f)) as record
+    -- (an unmatched side of a left join is a struct of NULLs here, not NULL: pick by source)
+    select loadable.*, case loadable.source when 'pg' then to_json(p) else to_json(f) end as record
     from loadable
-    left join raw.pg_provider as p
+    -- (as sent: without the columns etl adds when it loads a row)
+    left join (select * exclude (_run_id, _loaded_at, _deleted_at) from raw.pg_provider) as p
         on loadable.source = 'pg' and p.provider_id::varchar = loadable.source_row
-    left join raw.files_provider as f
+    left join (select * exclude (_run_id, _loaded_at) from raw.files_provider) as f
         on loadable.source = 'files' and f._object_key = loadable.source_ref
        and f._row::varchar = loadable.source_row
 )
@@ -54,27 +48,64 @@ with_record as (
 select 'provider' as entity, source, source_ref, source_row, rule_id, rule, reason, record
 from with_record
 union all
-select 'provider', source, source_ref, source_row, rule_id, rule, reason, record
-from unparsable;
+select
+    'provider', 'files', object_key, line::varchar,
+    'Q003', 'row_unparsable', error, to_json({'line': raw_line})
+from raw.files_provider_rejects
+where getvariable('batch') = 0;
+
+create table if not exists staged.quarantine as
+select * from work.quarantine limit 0;
+
+delete from staged.quarantine as q
+using work.touched_rows as touched
+where q.source = touched.source
+  and q.source_ref = touched.source_ref
+  and q.source_row = touched.source_row
+  and q.rule_id <> 'Q003';
+
+delete from staged.quarantine
+where rule_id = 'Q003' and getvariable('batch') = 0;
+
+insert into staged.quarantine by name
+select * from work.quarantine;
 
 -- What happened to every provider row: loaded (it is the survivor of its provider), merged
--- (a duplicate of a loaded row) or quarantined.
-create or replace table staged.provider_row_status as
+-- (a duplicate of a loaded row) or quarantined (rule_id says why).
+create or replace table work.provider_row_status as
 select
     m.source, m.source_ref, m.source_row,
     case
         when q.rule_id is not null then 'quarantined'
         when struct_pack(m.source, m.source_ref, m.source_row) = c.survivor then 'loaded'
-                else 'merged'
+        else 'merged'
     end as status,
     -- (a condition on c in the join below would make it a nested-loop join)
-    case when c.provider_name is not null then keys.provider_id end as provider_id
-from staged.provider_match as m
-left join staged.provider_clusters as c on c.cluster_key = m.cluster_key
+    case when c.provider_name is not null then keys.provider_id end as provider_id,
+    q.rule_id
+from work.cluster_rows as m
+left join work.clusters as c on c.cluster_key = m.cluster_key
 left join etl.provider_keys as keys on keys.key = m.cluster_key
-left join staged.quarantine as q
+left join work.quarantine as q
     on q.source = m.source and q.source_ref = m.source_ref and q.source_row = m.source_row
+   and q.rule_id <> 'Q003'
 union all
-select source, source_ref, source_row, 'quarantined', null
-from staged.quarantine
+select source, source_ref, source_row, 'quarantined', null, rule_id
+from work.quarantine
 where rule_id = 'Q003';
+
+create table if not exists staged.provider_row_status as
+select * from work.provider_row_status limit 0;
+
+delete from staged.provider_row_status as s
+using work.touched_rows as touched
+where s.source = touched.source
+  and s.source_ref = touched.source_ref
+  and s.source_row = touched.source_row
+  and s.rule_id is distinct from 'Q003';
+
+delete from staged.provider_row_status
+where rule_id = 'Q003' and getvariable('batch') = 0;
+
+insert into staged.provider_row_status by name
+select * from work.provider_row_status;
