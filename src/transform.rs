@@ -4,7 +4,8 @@
 //! raw rows loaded since the last transform (`since_run`) and, from them, only the
 //! providers they touch (sql/models/staged/provider_match.sql), so its cost follows the new
 //! data. When those rows are many, they are taken in batches (a hash of each row's lineage
-//! picks its batch) so the memory a batch needs stays bounded whatever the size of the load.
+//! picks its batch) so the memory a batch needs stays bounded whatever the size of the load;
+//! each batch but the last commits (see `run`).
 //!
 //! Everything is computed again from the raw layer (a full recompute) on the first run,
 //! with `--full-refresh`, after `etl state --reset transform`, and whenever the SQL, the
@@ -19,6 +20,9 @@ use anyhow::{Context, Result};
 use crate::engine::{literal, Engine};
 use crate::manifest::Manifest;
 use crate::run::sql_files;
+
+/// The fingerprint of a full recompute that has not finished.
+const INCOMPLETE: &str = "incomplete";
 
 /// What the transform of a run will compute.
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub fn plan(
         Some("no transform has run yet (or `etl state --reset transform`)".to_string())
     } else if staged == 0 {
         Some("the staged tables are missing".to_string())
+    } else if last_fingerprint.as_deref() == Some(INCOMPLETE) {
+        Some("the last full recompute did not finish".to_string())
     } else if last_fingerprint.as_deref() != Some(fingerprint.as_str()) {
         Some("the SQL, the vocabularies or etl changed since the last transform".to_string())
     } else {
@@ -125,7 +131,8 @@ fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
     Ok(format!("{hash:016x}"))
 }
 
-/// Runs the transform as planned, inside the run's transaction.
+/// Runs the transform as planned, inside the run's transaction, which it commits and
+/// begins again between batches.
 pub fn run(
     engine: &Engine,
     manifest: &Manifest,
@@ -140,7 +147,15 @@ pub fn run(
                 plan.changed_rows,
                 plan.batches
             );
-            engine.execute("drop schema if exists staged cascade; create schema staged;")?;
+            // Recorded as incomplete first: should the run stop between batches, the next
+            // one starts over.
+            engine.execute(&format!(
+                "insert into etl.transform_state values ({}, '{INCOMPLETE}', true, {}, {}); \
+                 drop schema if exists staged cascade; create schema staged;",
+                literal(run_id),
+                plan.changed_rows,
+                plan.batches
+            ))?;
         }
         None => log::info!(
             "  incremental: {} raw rows loaded since run {} in {} batch(es)",
@@ -169,6 +184,13 @@ pub fn run(
         for model in models {
             run_model(engine, model, batch)?;
         }
+        if batch + 1 < plan.batches {
+            // Each batch but the last commits: DuckDB 1.4 can fail a commit that deletes rows
+            // a large transaction wrote itself. A run stopped between batches has published
+            // nothing; its successor computes the same rows again (the transform state moves
+            // only with the last batch).
+            engine.execute("commit; begin transaction;")?;
+        }
         if plan.batches > 1 {
             log::info!(
                 "  batch {} of {} in {:.1}s",
@@ -180,7 +202,7 @@ pub fn run(
     }
     drop_work(engine)?;
     engine.execute(&format!(
-        "insert into etl.transform_state values ({}, {}, {}, {}, {})",
+        "insert or replace into etl.transform_state values ({}, {}, {}, {}, {})",
         literal(run_id),
         literal(&plan.fingerprint),
         plan.full.is_some(),

@@ -225,6 +225,40 @@ fn killed_while_writing_parquet_the_next_run_repairs() {
     killed_at("step publish started", "kill_publish");
 }
 
+/// Each batch of a transform but the last commits. A run killed between two batches has
+/// published nothing; the next run computes those rows again and ends where a run never
+/// interrupted does.
+#[test]
+fn killed_between_transform_batches_the_next_run_repairs() {
+    let t = Tenant::with_sample("kill_batches");
+    let twin = Tenant::with_sample("kill_batches_twin");
+    for tenant in [&t, &twin] {
+        tenant
+            .write_manifest(|m| m.replace("threads = 2", "threads = 2\ntransform_batch_rows = 1"));
+        tenant.run_ok(&[]);
+        change_sources(tenant);
+    }
+    let current = current_target(&t);
+    let before = std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap();
+
+    let (code, log) = run_until(&t, &[], "  batch 1 of 3 ", sigkill);
+    assert_eq!(code, None, "killed by a signal: {log}");
+    assert_eq!(current_target(&t), current);
+    assert_eq!(
+        std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap(),
+        before
+    );
+
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("incremental: 3 raw rows loaded since run"),
+        "the rows of the killed run are computed again: {log}"
+    );
+    twin.run_ok(&[]);
+    assert_eq!(outputs(&t), outputs(&twin));
+    assert_eq!(decisions(&t), decisions(&twin));
+}
+
 /// The S3 port of the local services.
 fn s3_port(t: &Tenant) -> u16 {
     t.services

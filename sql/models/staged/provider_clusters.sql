@@ -8,23 +8,42 @@
 create or replace table work.clusters as
 -- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
 -- in memory and cannot spill, which ran out of memory at 10M rows.
+with
+
+ranked as (
+    -- One total order per provider, newest first; ties broken by source and object, then
+    -- by the values themselves, never by position, so the same rows in any order give the
+    -- same result. A sort key (bytes that compare in that order) rather than a rank from a
+    -- window: no sort of the rows is needed.
+    select
+        *,
+        create_sort_key(
+            recency, 'DESC NULLS LAST', source = 'pg', 'DESC NULLS LAST',
+            source_ref, 'DESC NULLS LAST', person_name, 'ASC NULLS LAST',
+            npi_digits, 'ASC NULLS LAST', source_id, 'ASC NULLS LAST',
+            specialty_source_value, 'ASC NULLS LAST', site_name_key, 'ASC NULLS LAST',
+            pg_care_site_id, 'ASC NULLS LAST', source_order, 'ASC NULLS LAST'
+        ) as newest_first
+    from work.cluster_rows
+)
+
 select
     cluster_key,
-    arg_min(person_name, (-name_completeness, recency_rank))
+    arg_min(person_name, (-name_completeness, newest_first))
         filter (where person_name is not null) as provider_name,
     arg_min(struct_pack(source, source_ref, source_row),
-            ((person_name is null), -name_completeness, recency_rank)) as survivor,
-    arg_min(npi, ((npi_problem is not null), recency_rank))
+            ((person_name is null), -name_completeness, newest_first)) as survivor,
+    arg_min(npi, ((npi_problem is not null), newest_first))
         filter (where npi is not null) as npi,
-    arg_min(struct_pack(specialty_source_value, specialty_concept_id), recency_rank)
+    arg_min(struct_pack(specialty_source_value, specialty_concept_id), newest_first)
         filter (where specialty_source_value is not null) as specialty,
     -- arg_min_null: the newest row's site wins even when it is unknown (NULL), never an older guess
-    arg_min_null(care_site_id, recency_rank)
+    arg_min_null(care_site_id, newest_first)
         filter (where site_name_sent is not null or pg_care_site_id is not null) as care_site_id,
-    arg_min(source_id, recency_rank)
+    arg_min(source_id, newest_first)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster
-from work.cluster_rows
+from ranked
 where cluster_key is not null
 group by cluster_key;
 

@@ -6,9 +6,9 @@
 --   work.rekeyed           new rows, and kept rows sharing a source id with a changed row
 --                          (the NPI that id links to may have changed), with their key now
 --   work.affected_clusters every cluster key those rows had before or have now
---   work.cluster_rows      every current row of the affected clusters, ranked in its cluster
+--   work.cluster_rows      every current row of the affected clusters
 --   work.touched_rows      the lineage of every staged row written or removed here
--- staged.provider_rows then holds every current row with its cluster key and rank.
+-- staged.provider_rows then holds every current row with its cluster key.
 
 create or replace table work.touched_source_ids as
 select source_id from work.gone_rows where source_id is not null
@@ -55,40 +55,23 @@ union
 select cluster_key from work.rekeyed where cluster_key is not null;
 
 create or replace table work.cluster_rows as
-with
-
-members as (
-    -- kept rows of an affected cluster whose key did not change
-    select rows.* exclude (recency_rank)
-    from staged.provider_rows as rows
-    anti join work.gone_rows using (source, source_ref, source_row)
-    anti join work.rekeyed using (source, source_ref, source_row)
-    where rows.cluster_key in (select cluster_key from work.affected_clusters)
-    union all by name
-    -- kept rows with their key now
-    select rows.* exclude (recency_rank, cluster_key), rekeyed.cluster_key
-    from staged.provider_rows as rows
-    join work.rekeyed using (source, source_ref, source_row)
-    anti join work.gone_rows using (source, source_ref, source_row)
-    union all by name
-    -- new rows with their key
-    select new_rows.*, rekeyed.cluster_key
-    from work.new_rows
-    join work.rekeyed using (source, source_ref, source_row)
-)
-
-select
-    *,
-    -- one total order per cluster, newest first; ties broken by source and object, then by
-    -- the values themselves, never by position, so the same rows in any order give the
-    -- same result (the row number only separates rows that are identical anyway)
-    row_number() over (
-        partition by cluster_key
-        order by recency desc nulls last, (source = 'pg') desc, source_ref desc,
-                 person_name, npi_digits, source_id, specialty_source_value, site_name_key,
-                 pg_care_site_id, source_order
-    ) as recency_rank
-from members;
+-- kept rows of an affected cluster whose key did not change
+select rows.*
+from staged.provider_rows as rows
+anti join work.gone_rows using (source, source_ref, source_row)
+anti join work.rekeyed using (source, source_ref, source_row)
+where rows.cluster_key in (select cluster_key from work.affected_clusters)
+union all by name
+-- kept rows with their key now
+select rows.* exclude (cluster_key), rekeyed.cluster_key
+from staged.provider_rows as rows
+join work.rekeyed using (source, source_ref, source_row)
+anti join work.gone_rows using (source, source_ref, source_row)
+union all by name
+-- new rows with their key
+select new_rows.*, rekeyed.cluster_key
+from work.new_rows
+join work.rekeyed using (source, source_ref, source_row);
 
 create or replace table work.touched_rows as
 select source, source_ref, source_row from work.gone_rows

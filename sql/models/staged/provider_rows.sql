@@ -115,7 +115,7 @@ select
 from sited;
 
 create table if not exists staged.provider_rows as
-select *, null::varchar as cluster_key, null::bigint as recency_rank
+select *, null::varchar as cluster_key
 from work.provider_cleansed
 limit 0;
 
