@@ -256,7 +256,7 @@ fn killed_between_transform_batches_the_next_run_repairs() {
     );
     twin.run_ok(&[]);
     assert_eq!(outputs(&t), outputs(&twin));
-    assert_eq!(decisions(&t), decisions(&twin));
+    same_decisions(&decisions(&t), &decisions(&twin), "killed, then run again");
 }
 
 /// The S3 port of the local services.
@@ -573,7 +573,9 @@ fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
     [
         "select * from omop.provider order by all",
         "select * from omop.care_site order by all",
-        "select * from staged.quarantine order by all",
+        // (a twin's objects were written a second apart: their times differ)
+        "select * replace (regexp_replace(record::varchar, '\"_last_modified\":\"[^\"]*\"', '') as record) \
+         from staged.quarantine order by all",
         "select * from staged.dq_flags order by all",
         "select * from staged.provider_row_status order by all",
         "select * from staged.provider_clusters order by all",
@@ -584,6 +586,18 @@ fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
     .iter()
     .map(|sql| t.query(sql))
     .collect()
+}
+
+/// Asserts two tenants' decisions are the same, showing only the rows that differ.
+fn same_decisions(a: &[Vec<Vec<String>>], b: &[Vec<Vec<String>>], what: &str) {
+    for (i, (a, b)) in a.iter().zip(b).enumerate() {
+        let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
+        let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
+        assert!(
+            a == b,
+            "{what}, query {i}: only in the first {only_a:?}\nonly in the second {only_b:?}"
+        );
+    }
 }
 
 /// After each change, the incremental run (in batches of 2 rows) decides exactly what a full
@@ -615,15 +629,7 @@ fn incremental_transforms_equal_a_full_recompute() {
             log.contains("in 1 batch(es): --full-refresh"),
             "{what}: {log}"
         );
-        let full = decisions(&t);
-        for (i, (a, b)) in incremental.iter().zip(&full).enumerate() {
-            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
-            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
-            assert!(
-                a == b,
-                "{what}, query {i}: incremental only {only_a:?}\nfull only {only_b:?}"
-            );
-        }
+        same_decisions(&incremental, &decisions(&t), what);
     };
     check("first run");
     assert_eq!(

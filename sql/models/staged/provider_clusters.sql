@@ -13,16 +13,14 @@ with
 ranked as (
     -- One total order per provider, newest first; ties broken by source and object, then
     -- by the values themselves, never by position, so the same rows in any order give the
-    -- same result. A sort key (bytes that compare in that order) rather than a rank from a
-    -- window: no sort of the rows is needed.
+    -- same result (the row number only separates rows that are identical anyway).
     select
         *,
-        create_sort_key(
-            recency, 'DESC NULLS LAST', source = 'pg', 'DESC NULLS LAST',
-            source_ref, 'DESC NULLS LAST', person_name, 'ASC NULLS LAST',
-            npi_digits, 'ASC NULLS LAST', source_id, 'ASC NULLS LAST',
-            specialty_source_value, 'ASC NULLS LAST', site_name_key, 'ASC NULLS LAST',
-            pg_care_site_id, 'ASC NULLS LAST', source_order, 'ASC NULLS LAST'
+        row_number() over (
+            partition by cluster_key
+            order by recency desc nulls last, (source = 'pg') desc, source_ref desc,
+                     person_name, npi_digits, source_id, specialty_source_value, site_name_key,
+                     pg_care_site_id, source_order
         ) as newest_first
     from work.cluster_rows
 )

@@ -3,16 +3,21 @@
 -- (The whole raw record is not carried here: the quarantine looks it up by lineage.)
 --
 -- Only what changed since the last transform is computed (everything on a full recompute),
--- one batch at a time: etl sets `since_run`, `batches` and `batch`; a row's batch is a hash
--- of its lineage, so every row lands in exactly one batch.
+-- one batch at a time: etl sets `since_run`, `batches` and `batch`; every row lands in
+-- exactly one batch (etl_in_batch).
 --   work.new_rows   raw rows new or changed since the last transform, and rows whose care
 --                   site resolves differently now, cleansed
 --   work.gone_rows  the staged rows they replace, and rows gone from the raw layer
 -- staged.provider_rows keeps every current row between runs (sql/models/staged/provider_match.sql
 -- writes it, with each row's provider).
 
-create or replace macro etl_in_batch(source, source_ref, source_row) as
-    hash(source, source_ref, source_row) % getvariable('batches') = getvariable('batch');
+-- A row's batch: a hash of its source id (else its NPI, else its lineage), so that the rows
+-- of one provider mostly land in the same batch and a batch seldom recomputes providers an
+-- earlier batch wrote. (Any split gives the same result; this one is the cheapest.)
+create or replace macro etl_in_batch(source_id, npi_digits, source, source_ref, source_row) as
+    getvariable('batches') = 1
+    or hash(coalesce(source_id, npi_digits, source || '/' || source_ref || '/' || source_row))
+        % getvariable('batches') = getvariable('batch');
 
 -- Every provider row of the raw layer in one shape, values as sent.
 create or replace view work.provider_source as
@@ -57,7 +62,8 @@ from raw.files_provider;
 create or replace table work.changed_source as
 select * from work.provider_source
 where _run_id > getvariable('since_run')
-  and etl_in_batch(source, source_ref, source_row);
+  and etl_in_batch(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
+                   source, source_ref, source_row);
 
 -- The cleansing, over whatever work.changed_source holds when it is read.
 create or replace view work.provider_cleansed as
@@ -132,7 +138,7 @@ semi join (
     left join (select distinct name_key, care_site_id from staged.care_site) as by_name
         on by_name.name_key = rows.site_name_key
     where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
-      and etl_in_batch(rows.source, rows.source_ref, rows.source_row)
+      and etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
 ) as resited using (source, source_ref, source_row)
 anti join work.changed_source as changed using (source, source_ref, source_row);
 
@@ -161,4 +167,4 @@ where source = 'files'
   and source_ref in (
       select object_key from etl.file_ledger
       where source = 'files' and run_id > getvariable('since_run'))
-  and etl_in_batch(source, source_ref, source_row);
+  and etl_in_batch(source_id, npi_digits, source, source_ref, source_row);
