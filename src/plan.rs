@@ -147,6 +147,29 @@ pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
                 for model in models {
                     out.push_str(&format!("            {}\n", model.display()));
                 }
+                let decided = match &state {
+                    Some(engine) => Some(crate::transform::plan(
+                        engine,
+                        manifest,
+                        models,
+                        opts.full_refresh,
+                    )?),
+                    None => None,
+                };
+                out.push_str(&match decided {
+                    None => "   compute everything: the first run\n".to_string(),
+                    Some(plan) => match plan.full {
+                        Some(reason) => {
+                            format!("   compute everything again from the raw layer: {reason}\n")
+                        }
+                        None => format!(
+                            "   compute only the providers touched by rows loaded after run {} \
+                             ({} raw rows waiting, plus what the extract steps read)\n",
+                            plan.since_run.unwrap_or_default(),
+                            plan.changed_rows
+                        ),
+                    },
+                });
                 out.push_str("   write  staged.*, omop.provider, omop.care_site (merged by id), their history\n");
             }
             StepAction::Publish { tables } => {

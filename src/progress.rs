@@ -64,7 +64,10 @@ pub enum LogFormat {
 }
 
 struct Logger {
+    /// What is written to the tenant's log file (info and up at least).
     inner: env_logger::Logger,
+    /// What is shown on stderr (`-q`: warnings and errors only).
+    console: log::LevelFilter,
     format: LogFormat,
 }
 
@@ -101,25 +104,35 @@ impl log::Log for Logger {
                 (Some(tenant), true, LogFormat::Text) => format!("[{tenant}] {line}"),
                 _ => line,
             };
-            multi().suspend(|| eprintln!("{shown}"));
+            if record.level() <= self.console {
+                multi().suspend(|| eprintln!("{shown}"));
+            }
         });
     }
     fn flush(&self) {}
 }
 
-/// Installs the logger. `verbosity`: -1 quiet (warnings and errors), 0 normal, 1+ debug.
+/// Installs the logger. `verbosity` (stderr): -1 quiet (warnings and errors), 0 normal, 1+
+/// debug. The tenant's log file gets info and up whatever the verbosity, debug with `-v`.
 pub fn init_logging(verbosity: i8, format: LogFormat) {
-    let level = match verbosity {
+    let console = match verbosity {
         i8::MIN..=-1 => log::LevelFilter::Warn,
         0 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
     let inner = env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(console.max(log::LevelFilter::Info))
         .parse_env("ETL_LOG")
         .build();
     let max = inner.filter();
-    if log::set_boxed_logger(Box::new(Logger { inner, format })).is_ok() {
+    let console = console.min(max);
+    if log::set_boxed_logger(Box::new(Logger {
+        inner,
+        console,
+        format,
+    }))
+    .is_ok()
+    {
         log::set_max_level(max);
     }
 }

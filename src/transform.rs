@@ -175,6 +175,12 @@ pub fn run(
         plan.full.is_some(),
         plan.batches
     ))?;
+    if plan.batches > 1 {
+        // A load this large commits before the transform, so the rows it loaded are not
+        // held by one transaction with every batch; the transform state still points
+        // before them, so should the run stop, the next one computes them.
+        engine.execute("commit; begin transaction;")?;
+    }
     for batch in 0..plan.batches {
         engine.execute(&format!(
             "set variable batch = {batch}; set variable last_batch = {};",

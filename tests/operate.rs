@@ -237,10 +237,21 @@ fn json_logs_are_one_object_per_line() {
     assert!(lines
         .iter()
         .all(|l| l["tenant"] == t.name.replace('_', "-")));
+    let log = t.lake().join("logs/etl.log");
+    let logged = std::fs::read_to_string(&log).unwrap().lines().count();
     let quiet = t.etl(&["-q", "run", &m]);
     assert!(quiet.status.success());
     assert_eq!(stderr(&quiet), "");
     assert_eq!(stdout(&quiet), "");
+    // quiet on the terminal, not in the tenant's log
+    let text = std::fs::read_to_string(&log).unwrap();
+    let quiet_run: Vec<&str> = text.lines().skip(logged).collect();
+    assert!(
+        quiet_run
+            .iter()
+            .any(|l| l.contains("step transform finished")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -296,6 +307,11 @@ fn plan_shows_what_a_run_would_read_and_changes_nothing() {
     assert!(text.contains("1. extract_postgres\n   read   public.care_site: rows with updated_at > 2026-11-05 08:00:00.000000+00 (the watermark less 3600s of lookback): 1 rows"), "{text}");
     assert!(text.contains("   read   public.provider: rows with updated_at > 2026-11-02 09:00:00.000000+00 (the watermark less 3600s of lookback): 10 rows"), "{text}");
     assert!(text.contains(&format!("   read   s3://{}/providers/: 1 of 4 objects (0 changed), {} bytes\n            providers/2026-11-29/providers.csv\n", t.bucket, body.len())), "{text}");
+    assert!(
+        text.contains("   compute only the providers touched by rows loaded after run 2026")
+            && text.contains(" (0 raw rows waiting, plus what the extract steps read)\n"),
+        "{text}"
+    );
     assert!(text.ends_with("nothing was changed\n"), "{text}");
     let after = (
         std::fs::read(&db).unwrap(),

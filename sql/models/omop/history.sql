@@ -3,28 +3,43 @@
 -- A version is closed (valid_to set) when its row changes or disappears. Written once per
 -- run, after the last batch, for the providers the batches touched (all care sites).
 create or replace table work.provider_changes as
-select provider_id from (
-    select * exclude (valid_from, valid_to) from omop.provider_history
-    where valid_to is null
-      and provider_id in (select provider_id from work.touched_providers)
-    except
-    select * from omop.provider
-    where provider_id in (select provider_id from work.touched_providers))
-where getvariable('last_batch');
+-- each touched provider's open version and its row now, compared by a hash of the whole row
+-- (a join on ids: a set difference of whole rows needs all of them in memory at once)
+with
+
+before as (
+    select versions.provider_id, hash(versions) as row_hash
+    from (
+        select * exclude (valid_from, valid_to) from omop.provider_history
+        where valid_to is null
+    ) as versions
+    semi join work.touched_providers using (provider_id)
+),
+
+now as (
+    select rows.provider_id, hash(rows) as row_hash
+    from omop.provider as rows
+    semi join work.touched_providers using (provider_id)
+)
+
+select
+    coalesce(before.provider_id, now.provider_id) as provider_id,
+    before.row_hash is not null as was_open,
+    now.row_hash is not null as exists_now
+from before
+full join now on now.provider_id = before.provider_id
+where getvariable('last_batch')
+  and before.row_hash is distinct from now.row_hash;
 
 update omop.provider_history set valid_to = getvariable('run_id')
 where valid_to is null
-  and provider_id in (select provider_id from work.provider_changes);
+  and provider_id in (select provider_id from work.provider_changes where was_open);
 
 insert into omop.provider_history
-select getvariable('run_id'), null, * from (
-    select * from omop.provider
-    where provider_id in (select provider_id from work.touched_providers)
-    except
-    select * exclude (valid_from, valid_to) from omop.provider_history
-    where valid_to is null
-      and provider_id in (select provider_id from work.touched_providers))
-where getvariable('last_batch');
+select getvariable('run_id'), null, rows.*
+from omop.provider as rows
+semi join (select provider_id from work.provider_changes where exists_now) as changed
+    using (provider_id);
 
 update omop.care_site_history set valid_to = getvariable('run_id')
 where valid_to is null

@@ -24,13 +24,15 @@ union
 select provider_id from work.provider
 union
 -- after the last batch of a full recompute: providers no row names any more
-select provider_id from omop.provider
-where getvariable('full_recompute') and getvariable('last_batch')
-  and provider_id not in (
-      select keys.provider_id
-      from staged.provider_clusters as clusters
-      join etl.provider_keys as keys on keys.key = clusters.cluster_key
-      where clusters.provider_name is not null);
+select omop.provider.provider_id
+from omop.provider
+anti join (
+    select keys.provider_id
+    from staged.provider_clusters as clusters
+    join etl.provider_keys as keys on keys.key = clusters.cluster_key
+    where clusters.provider_name is not null
+) as named on named.provider_id = omop.provider.provider_id
+where getvariable('full_recompute') and getvariable('last_batch');
 
 delete from omop.provider
 where provider_id in (select provider_id from work.batch_providers)

@@ -66,7 +66,7 @@ unique_source_ids as (
     where source_id in (select source_id from work.cluster_rows where source_id is not null)
       and cluster_key is not null
     group by source_id
-    having count(distinct cluster_key) = 1
+    having min(cluster_key) = max(cluster_key)
 ),
 
 cluster_keys as (
@@ -93,8 +93,8 @@ held_elsewhere as (
     select k.provider_id
     from etl.provider_keys as k
     join staged.provider_clusters as c on c.cluster_key = k.key
+    anti join work.affected_clusters as affected on affected.cluster_key = c.cluster_key
     where k.provider_id in (select provider_id from claims)
-      and c.cluster_key not in (select cluster_key from work.affected_clusters)
       and c.provider_name is not null
 ),
 
@@ -130,4 +130,5 @@ assigned as (
 select ck.key, assigned.provider_id, getvariable('run_id')
 from cluster_keys as ck
 join assigned on assigned.cluster_key = ck.cluster_key
-where ck.key not in (select key from etl.provider_keys);
+-- (an anti join, not NOT IN: NOT IN would build a hash table of every key ever given)
+anti join etl.provider_keys as known_keys on known_keys.key = ck.key;

@@ -35,7 +35,7 @@ from (
 )
 where source_id is not null and npi is not null
 group by source_id
-having count(distinct npi) = 1;
+having min(npi) = max(npi);
 
 -- The providers to compute again: those the gone rows were in, those the new rows are in,
 -- and those the rows sharing a changed source id were or are in.
