@@ -518,7 +518,8 @@ impl RunContext<'_> {
                 transform::run(engine, self.manifest, models, &plan, self.run_id)?;
                 self.run_checks()?;
                 engine.execute("set preserve_insertion_order = true")?;
-                engine.query_i64("select (select count(*) from omop.provider) + (select count(*) from omop.care_site)")
+                // the raw rows it computed: what its cost follows
+                Ok(plan.changed_rows)
             }
             StepAction::Publish { tables } => {
                 let (dir, counts) =

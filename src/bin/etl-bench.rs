@@ -174,6 +174,7 @@ fn run(args: Args) -> Result<()> {
             "total", total.0, total.1, total.2
         );
     }
+    println!("rows: what each stage handled: rows read (extract), raw rows computed (transform), rows written (publish)");
     println!("floors: psql \\copy of care_site and provider to /dev/null; every object's bytes read over one connection");
     println!("command: just bench {rows}");
     Ok(())

@@ -375,3 +375,27 @@ fn the_reference_manifest_parses_and_names_every_key() {
         "docs/manifest.md must embed docs/reference.toml verbatim"
     );
 }
+
+#[test]
+fn transform_batches_default_and_refuse_zero() {
+    let project = Project::new();
+    let m = project.parse(GOOD).unwrap();
+    assert_eq!(m.engine.transform_batch_rows, 2_000_000);
+    let text = GOOD.replace(
+        "tenant = \"acme\"\n",
+        "tenant = \"acme\"\n\n[engine]\ntransform_batch_rows = 500000\n",
+    );
+    assert_eq!(
+        project.parse(&text).unwrap().engine.transform_batch_rows,
+        500_000
+    );
+    let text = GOOD.replace(
+        "tenant = \"acme\"\n",
+        "tenant = \"acme\"\n\n[engine]\ntransform_batch_rows = 0\n",
+    );
+    let report = project.error(&text);
+    assert!(
+        report.contains("error: `engine.transform_batch_rows` must be at least 1\n --> <project>/pipelines/t.toml:4:24"),
+        "{report}"
+    );
+}
