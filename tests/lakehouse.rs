@@ -691,3 +691,45 @@ Dr. Alice Nguyen-Park,014,1841293750,Int Med,Suburban Health,AN101,Internal Medi
         "Omar Haddad left with his object's old version"
     );
 }
+
+/// A vocabulary (or SQL) that changes makes the next transform compute every provider
+/// again, so old rows get the new mapping too; nothing is read from the sources again.
+#[test]
+fn a_changed_vocabulary_recomputes_every_provider() {
+    let t = Tenant::with_sample("vocab_change");
+    let vocab = t.dir.path().join("vocab");
+    std::fs::create_dir_all(&vocab).unwrap();
+    for entry in std::fs::read_dir(common::repo().join("vocab")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, vocab.join(path.file_name().unwrap())).unwrap();
+    }
+    t.write_manifest(|m| {
+        m.replace(
+            &format!("vocab = \"{}/vocab\"", common::repo().display()),
+            &format!("vocab = \"{}\"", vocab.display()),
+        )
+    });
+    t.run_ok(&[]);
+    let emily = "select specialty_concept_id from omop.provider where provider_name = 'Emily J'";
+    assert_eq!(t.query(emily), table("0"), "Oncology is unmapped");
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("  incremental: 0 raw rows"), "{log}");
+
+    let mut specialty = std::fs::read_to_string(vocab.join("specialty.csv")).unwrap();
+    specialty.push_str("Oncology,38004507,Medical Oncology\n");
+    std::fs::write(vocab.join("specialty.csv"), specialty).unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("full recompute of 41 raw rows in 1 batch(es): the SQL, the vocabularies or etl changed since the last transform"),
+        "{log}"
+    );
+    assert!(
+        log.contains("3 objects listed: 0 new or changed read"),
+        "{log}"
+    );
+    assert_eq!(t.query(emily), table("38004507"));
+    assert_eq!(
+        t.query("select count(*) from staged.dq_flags where flag = 'specialty_unmapped' and value = 'Oncology'"),
+        table("0")
+    );
+}
