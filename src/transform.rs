@@ -188,7 +188,7 @@ pub fn run(
         ))?;
         let started = Instant::now();
         for model in models {
-            run_model(engine, model, batch)?;
+            run_model(engine, model, batch, plan.batches > 1)?;
         }
         if batch + 1 < plan.batches {
             // Each batch but the last commits: DuckDB 1.4 can fail a commit that deletes rows
@@ -233,9 +233,31 @@ fn drop_work(engine: &Engine) -> Result<()> {
     engine.execute("drop schema work")
 }
 
-fn run_model(engine: &Engine, model: &Path, batch: u64) -> Result<()> {
+/// A line in a model that marks a safe point: everything before it wrote only scratch tables
+/// (`work.*`) or what every batch computes again. A transform of several batches commits
+/// there, so DuckDB reads what was written on every core (it scans tables written by the
+/// open transaction on about one).
+const COMMIT_POINT: &str = "-- etl:commit";
+
+fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> Result<()> {
     let started = Instant::now();
-    engine.execute_file(model)?;
+    let sql = std::fs::read_to_string(model)
+        .with_context(|| format!("cannot read SQL file {}", model.display()))?;
+    let parts: Vec<&str> = if commit_points {
+        sql.split(&format!("\n{COMMIT_POINT}\n")).collect()
+    } else {
+        vec![sql.as_str()]
+    };
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            engine.execute("commit; begin transaction;")?;
+        }
+        if !part.trim().is_empty() {
+            engine
+                .execute(part)
+                .with_context(|| format!("SQL file {} failed", model.display()))?;
+        }
+    }
     log::debug!(
         "  {} (batch {}) in {:.2}s",
         model.display(),

@@ -45,6 +45,24 @@ from ranked
 where cluster_key is not null
 group by cluster_key;
 
+-- etl:commit
+-- The batch's lasting writes start here: the rows of the affected providers, with their
+-- keys (work.touched_rows: the lineage of every staged row written or removed), then the
+-- providers.
+create or replace table work.touched_rows as
+select source, source_ref, source_row from work.gone_rows
+union
+select source, source_ref, source_row from work.cluster_rows;
+
+delete from staged.provider_rows as rows
+using work.touched_rows as touched
+where rows.source = touched.source
+  and rows.source_ref = touched.source_ref
+  and rows.source_row = touched.source_row;
+
+insert into staged.provider_rows by name
+select * from work.cluster_rows;
+
 create table if not exists staged.provider_clusters as
 select * from work.clusters limit 0;
 

@@ -8,8 +8,8 @@
 --                          their source ids (the NPI that id links to may have changed),
 --                          had before or have now
 --   work.cluster_rows      every current row of the affected clusters, with its key now
---   work.touched_rows      the lineage of every staged row written or removed here
--- staged.provider_rows then holds every current row with its cluster key.
+-- It writes only those scratch tables: sql/models/staged/provider_clusters.sql puts
+-- work.cluster_rows into staged.provider_rows, which keeps every current row and its key.
 
 create or replace table work.touched_source_ids as
 select source_id from work.gone_rows where source_id is not null
@@ -73,17 +73,4 @@ anti join work.gone_rows using (source, source_ref, source_row)
 left join work.links on links.source_id = rows.source_id
 where rows.cluster_key in (select cluster_key from work.affected_clusters)
    or rows.source_id in (select source_id from work.touched_source_ids);
-
-create or replace table work.touched_rows as
-select source, source_ref, source_row from work.gone_rows
-union
-select source, source_ref, source_row from work.cluster_rows;
-
-delete from staged.provider_rows as rows
-using work.touched_rows as touched
-where rows.source = touched.source
-  and rows.source_ref = touched.source_ref
-  and rows.source_row = touched.source_row;
-
-insert into staged.provider_rows by name
-select * from work.cluster_rows;
+-- etl:commit

@@ -142,6 +142,7 @@ semi join (
 ) as resited using (source, source_ref, source_row)
 anti join work.changed_source as changed using (source, source_ref, source_row);
 
+-- etl:commit
 create or replace table work.new_rows as
 select * from work.provider_cleansed;
 
@@ -168,3 +169,4 @@ where source = 'files'
       select object_key from etl.file_ledger
       where source = 'files' and run_id > getvariable('since_run'))
   and etl_in_batch(source_id, npi_digits, source, source_ref, source_row);
+-- etl:commit
