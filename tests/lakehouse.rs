@@ -690,6 +690,19 @@ Dr. Alice Nguyen-Park,014,1841293750,Int Med,Suburban Health,AN101,Internal Medi
         table("0"),
         "Omar Haddad left with his object's old version"
     );
+
+    // The source id that linked Jane S. comes with a second NPI: the link breaks and she is
+    // a provider of her own again.
+    t.put(
+        "providers/2026-11-30/providers.csv",
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+Jane Smythe,004,1992753880,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n",
+    );
+    check("a source id linked to two NPIs");
+    assert_eq!(
+        t.query("select provider_name, coalesce(npi, '-') from omop.provider where provider_source_value = 'JS004' order by all"),
+        table("Jane S. | -\nJane Smythe | 1992753880")
+    );
 }
 
 /// A vocabulary (or SQL) that changes makes the next transform compute every provider
