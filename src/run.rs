@@ -513,7 +513,6 @@ impl RunContext<'_> {
                 // lets DuckDB spill and stream large intermediates (the fetch keeps it: it
                 // numbers the records of each file in file order).
                 engine.execute("set preserve_insertion_order = false")?;
-                self.load_vocabularies()?;
                 let plan = transform::plan(engine, self.manifest, models, self.opts.full_refresh)?;
                 transform::run(engine, self.manifest, models, &plan, self.run_id)?;
                 self.run_checks()?;
@@ -593,32 +592,6 @@ impl RunContext<'_> {
             self.fetch_cpu.retain(|(n, _)| *n != step.name);
             self.fetch_cpu
                 .push((step.name.clone(), usage().0 - cpu_before));
-        }
-        Ok(())
-    }
-
-    /// Every CSV in the vocabulary folder becomes `vocab.<name>`.
-    fn load_vocabularies(&self) -> Result<()> {
-        let dir = &self.manifest.vocab_dir;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read vocabulary folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-            .collect();
-        files.sort();
-        for file in files {
-            let name = file
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            self.engine
-                .execute(&format!(
-                    "create or replace table vocab.{name} as select * from read_csv({}, header = true, \
-                     types = {{'source_value': 'VARCHAR', 'concept_id': 'INTEGER'}})",
-                    literal(&file.to_string_lossy())
-                ))
-                .with_context(|| format!("vocabulary {} cannot be loaded", file.display()))?;
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The transform step: the macros, then the models, computed only for what changed.
+//! The transform step: the vocabularies, the macros, then the models, computed only for
+//! what changed.
 //!
 //! The staged tables keep every current row and provider between runs. A run computes the
 //! raw rows loaded since the last transform (`since_run`) and, from them, only the
@@ -102,18 +103,7 @@ fn changed_raw_rows(engine: &Engine, since_run: &str) -> Result<i64> {
 fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
     let mut files = sql_files(&manifest.sql_dir.join("macros"))?;
     files.extend(models.iter().cloned());
-    let mut vocab: Vec<PathBuf> = std::fs::read_dir(&manifest.vocab_dir)
-        .with_context(|| {
-            format!(
-                "cannot read vocabulary folder {}",
-                manifest.vocab_dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    vocab.sort();
-    files.extend(vocab);
+    files.extend(vocabulary_files(&manifest.vocab_dir)?);
     // FNV-1a: stable across builds and platforms, unlike the standard library's hasher
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -129,6 +119,32 @@ fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
         feed(&std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);
     }
     Ok(format!("{hash:016x}"))
+}
+
+/// The CSV files of the vocabulary folder, sorted.
+fn vocabulary_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read vocabulary folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every CSV in the vocabulary folder becomes `vocab.<name>`.
+fn load_vocabularies(engine: &Engine, dir: &Path) -> Result<()> {
+    for file in vocabulary_files(dir)? {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy();
+        engine
+            .execute(&format!(
+                "create or replace table vocab.{name} as select * from read_csv({}, header = true, \
+                 types = {{'source_value': 'VARCHAR', 'concept_id': 'INTEGER'}})",
+                literal(&file.to_string_lossy())
+            ))
+            .with_context(|| format!("vocabulary {} cannot be loaded", file.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs the transform as planned, inside the run's transaction, which it commits and
@@ -165,6 +181,7 @@ pub fn run(
         ),
     }
     engine.execute("drop schema if exists work cascade; create schema work;")?;
+    load_vocabularies(engine, &manifest.vocab_dir)?;
     let macros = sql_files(&manifest.sql_dir.join("macros"))?;
     for file in &macros {
         engine.execute_file(file)?;
