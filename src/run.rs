@@ -254,8 +254,9 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             if let Err(e) = write_summary(manifest, &report, "failed", Some(&message)) {
                 log::warn!("cannot write the run summary: {e:#}");
             }
+            // the reason goes to the tenant's log too: a cron night is read there
             log::error!(
-                "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged"
+                "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged: {message}"
             );
             Err(anyhow!(message)).context(format!(
                 "run {run_id} of tenant `{}` failed",

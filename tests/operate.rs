@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 
+use common::golden::assert_sample_outputs;
 use common::{stderr, stdout, table, Tenant};
 
 fn crontab() -> String {
@@ -13,8 +14,8 @@ fn crontab() -> String {
 
 #[test]
 fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab() {
-    let original = crontab();
     let _guard = common::CrontabGuard::save();
+    let original = crontab();
     // someone else's entries, which must survive
     let theirs = format!("{original}# backups\n15 4 * * * /usr/local/bin/backup --quiet\n");
     etl::schedule::write(&theirs).unwrap();
@@ -82,7 +83,7 @@ fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab(
     assert!(status.success());
     let log = std::fs::read_to_string(a.lake().join("logs/cron.log")).unwrap();
     assert!(log.contains("succeeded in"), "{log}");
-    assert_eq!(a.published("provider").len(), 20);
+    assert_sample_outputs(&a);
 
     let out = a.etl(&["schedule", "--list"]);
     assert!(stdout(&out).contains(&format!("# BEGIN etl tenant={ta}")));
@@ -117,36 +118,107 @@ fn bad_schedule_requests_are_refused_with_exit_2() {
     );
 }
 
+/// (tenant, start ms, end ms) of every run in a multi-tenant run's stderr, from its
+/// `[tenant] <time> … run … started` and `… succeeded in` / `… failed after` lines.
+fn run_intervals(err: &str) -> Vec<(String, i64, i64)> {
+    let ms = |line: &str| -> i64 {
+        let time = line.split_whitespace().nth(1).unwrap();
+        let t =
+            chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+        t.timestamp_millis()
+    };
+    let mut started: Vec<(String, i64)> = Vec::new();
+    let mut out = Vec::new();
+    for line in err.lines() {
+        let Some(rest) = line.strip_prefix('[') else {
+            continue;
+        };
+        let tenant = rest.split(']').next().unwrap().to_string();
+        if line.contains(" started: steps ") {
+            started.push((tenant, ms(line)));
+        } else if line.contains(" succeeded in ") || line.contains(" failed after ") {
+            let i = started.iter().position(|(t, _)| *t == tenant).unwrap();
+            let (tenant, start) = started.remove(i);
+            out.push((tenant, start, ms(line)));
+        }
+    }
+    assert!(started.is_empty(), "runs that never ended: {started:?}");
+    out
+}
+
+/// The most runs in progress at one time.
+fn most_at_once(intervals: &[(String, i64, i64)]) -> usize {
+    let mut events: Vec<(i64, i32)> = intervals
+        .iter()
+        .flat_map(|(_, s, e)| [(*s, 1), (*e, -1)])
+        .collect();
+    // an end and a start at the same millisecond: the end first
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
 #[test]
 fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
     let a = Tenant::with_sample("many_a");
     let b = Tenant::with_sample("many_b");
+    let c = Tenant::with_sample("many_c");
     let broken = Tenant::with_sample("many_broken");
-    broken.break_postgres(Some(1));
-    let (ma, mb, mc) = (a.manifest_arg(), b.manifest_arg(), broken.manifest_arg());
-    let out = a.etl(&["run", &ma, &mc, &mb, "--jobs", "2"]);
+    let port = broken.break_postgres(Some(1));
+    let (ma, mb, mc, mx) = (
+        a.manifest_arg(),
+        b.manifest_arg(),
+        c.manifest_arg(),
+        broken.manifest_arg(),
+    );
+    let out = a.etl(&["run", &ma, &mx, &mb, &mc, "--jobs", "2"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("3 tenants, 2 succeeded, 1 failed"), "{text}");
-    let line = |t: &Tenant| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(&t.name.replace('_', "-")))
-            .unwrap_or_else(|| panic!("no line for {}: {text}", t.name))
-            .to_string()
+    assert!(text.contains("4 tenants, 3 succeeded, 1 failed"), "{text}");
+    // the summary's rows, every column but the seconds
+    let line = |t: &Tenant| -> Vec<String> {
+        let name = t.name.replace('_', "-");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {text}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert!(cells[2].parse::<f64>().is_ok(), "seconds: {line}");
+        let mut row = vec![cells[0].to_string(), cells[1].to_string()];
+        row.push(cells[3..].join(" "));
+        row
     };
+    for t in [&a, &b, &c] {
+        assert_eq!(
+            line(t),
+            [t.name.replace('_', "-"), "succeeded".into(), "20 9".into()],
+            "{text}"
+        );
+        assert_sample_outputs(t);
+    }
+    let failed = line(&broken);
+    assert_eq!(
+        failed[..2],
+        [broken.name.replace('_', "-"), "failed".to_string()]
+    );
     assert!(
-        line(&a).contains("succeeded") && line(&a).contains(" 20 ") && line(&a).contains("  9"),
+        failed[2].contains(&format!(
+            "source `pg` (postgres 127.0.0.1:{port}, database {}, user etl)",
+            broken.database
+        )),
         "{text}"
     );
-    assert!(line(&b).contains("succeeded"), "{text}");
-    assert!(
-        line(&broken).contains("failed") && line(&broken).contains("source `pg`"),
-        "{text}"
-    );
-    assert_eq!(a.published("provider").len(), 20);
-    assert_eq!(b.published("provider").len(), 20);
-    // each tenant's log lines are tagged on stderr and kept in its own log file
+    assert!(!broken.lake().join("omop/current").exists());
+    // at most two at once, and two did run at once
     let err = stderr(&out);
+    let intervals = run_intervals(&err);
+    assert_eq!(intervals.len(), 4, "{err}");
+    assert_eq!(most_at_once(&intervals), 2, "{intervals:?}\n{err}");
+    // each tenant's log lines are tagged on stderr and kept in its own log file
     assert!(
         err.contains(&format!("[{}] ", a.name.replace('_', "-"))),
         "{err}"
@@ -156,8 +228,13 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
         log_a.contains("succeeded in") && !log_a.contains(&broken.database),
         "{log_a}"
     );
+    let log_x = std::fs::read_to_string(broken.lake().join("logs/etl.log")).unwrap();
     assert!(
-        stderr(&out).contains("1 of 3 tenants failed"),
+        log_x.contains(&broken.database) && !log_x.contains(&a.database),
+        "{log_x}"
+    );
+    assert!(
+        stderr(&out).contains("1 of 4 tenants failed"),
         "{}",
         stderr(&out)
     );
@@ -191,24 +268,62 @@ fn each_run_writes_a_summary_for_monitoring() {
             "\"care_site\" \"pg\" 10 9 1 0"
         ]
     );
-    let steps: Vec<&str> = last["steps"]
+    // per step: name, status and rows exactly (20 Postgres rows, 21 file rows, 41 raw rows
+    // computed, 29 rows published); time, CPU and memory measured
+    let steps: Vec<String> = last["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["name"].as_str().unwrap())
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+                s["rows"]
+            )
+        })
         .collect();
     assert_eq!(
         steps,
-        ["extract_postgres", "extract_files", "transform", "publish"]
+        [
+            "extract_postgres succeeded 20",
+            "extract_files succeeded 21",
+            "transform succeeded 41",
+            "publish succeeded 29"
+        ]
+    );
+    let mut seconds = 0.0;
+    for step in last["steps"].as_array().unwrap() {
+        assert!(step["seconds"].as_f64().unwrap() > 0.0, "{step}");
+        assert!(step["cpu_seconds"].as_f64().unwrap() > 0.0, "{step}");
+        // DuckDB alone holds tens of MB; a figure under 10 MB is no measurement
+        let rss = step["peak_rss_mb"].as_f64().unwrap();
+        assert!((10.0..100_000.0).contains(&rss), "{step}");
+        seconds += step["seconds"].as_f64().unwrap();
+    }
+    assert!(
+        last["seconds"].as_f64().unwrap() >= seconds * 0.99,
+        "{last}"
+    );
+    // the lake keeps the same per-step rows
+    let run_id = last["run_id"].as_str().unwrap();
+    assert_eq!(
+        t.query(&format!(
+            "select step, status, rows, seconds > 0 from etl.run_steps where run_id = '{run_id}' order by step"
+        )),
+        table(
+            "extract_files | succeeded | 21 | true
+             extract_postgres | succeeded | 20 | true
+             publish | succeeded | 29 | true
+             transform | succeeded | 41 | true"
+        )
     );
     assert_eq!(last["outputs"][1]["table"], "provider");
     assert_eq!(last["outputs"][1]["rows"], 20);
-    let run_id = last["run_id"].as_str().unwrap();
-    assert!(t
-        .lake()
-        .join("runs")
-        .join(format!("{run_id}.json"))
-        .exists());
+    assert_eq!(
+        std::fs::read_to_string(t.lake().join("runs").join(format!("{run_id}.json"))).unwrap(),
+        std::fs::read_to_string(t.lake().join("last-run.json")).unwrap()
+    );
 
     // a failed run says so too
     t.break_postgres(Some(1));
@@ -228,7 +343,7 @@ fn json_logs_are_one_object_per_line() {
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = stderr(&out)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
     assert!(lines.iter().any(|l| l["message"]
         .as_str()
@@ -239,9 +354,21 @@ fn json_logs_are_one_object_per_line() {
         .all(|l| l["tenant"] == t.name.replace('_', "-")));
     let log = t.lake().join("logs/etl.log");
     let logged = std::fs::read_to_string(&log).unwrap().lines().count();
+    // -q: nothing but warnings, and a warning still shows
+    t.put("providers/2026-11-29/notes.pdf", b"%PDF-1.4");
     let quiet = t.etl(&["-q", "run", &m]);
     assert!(quiet.status.success());
-    assert_eq!(stderr(&quiet), "");
+    let quiet_err = stderr(&quiet);
+    let lines: Vec<&str> = quiet_err
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(
+        lines,
+        ["WARN    providers/2026-11-29/notes.pdf: rejected, the other files go on: unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)"],
+        "{}",
+        stderr(&quiet)
+    );
     assert_eq!(stdout(&quiet), "");
     // quiet on the terminal, not in the tenant's log
     let text = std::fs::read_to_string(&log).unwrap();
@@ -258,6 +385,7 @@ fn json_logs_are_one_object_per_line() {
 fn inspect_runs_one_query_over_short_named_views() {
     let t = Tenant::with_sample("inspect");
     t.run_ok(&[]);
+    let before = lake_files(&t);
     let m = t.manifest_arg();
     let out = t.etl(&[
         "inspect",
@@ -282,11 +410,35 @@ fn inspect_runs_one_query_over_short_named_views() {
         let out = t.etl(&["inspect", &m, "-c", &format!("select count(*) from {view}")]);
         assert!(out.status.success(), "view {view}: {}", stderr(&out));
     }
-    assert_eq!(
-        t.query("select count(*) from omop.provider"),
-        table("20"),
-        "inspect changes nothing"
-    );
+    // nothing written: the database byte for byte, no WAL, no new file in the lake
+    assert_eq!(lake_files(&t), before, "inspect changed the lake");
+}
+
+/// Every file under the tenant's lake, with its bytes.
+fn lake_files(t: &Tenant) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                walk(&path, out);
+            } else if meta.is_symlink() {
+                out.push((
+                    path.clone(),
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&t.lake(), &mut out);
+    out.sort();
+    out
 }
 
 #[test]
@@ -328,4 +480,95 @@ fn plan_shows_what_a_run_would_read_and_changes_nothing() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn verbose_runs_time_each_model() {
+    let t = Tenant::with_sample("verbose");
+    let m = t.manifest_arg();
+    let out = t.etl(&["-v", "run", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let models = [
+        "staged/care_site_rows.sql",
+        "staged/care_site.sql",
+        "staged/provider_rows.sql",
+        "staged/provider_match.sql",
+        "staged/provider_clusters.sql",
+        "staged/quarantine.sql",
+        "staged/dq_flags.sql",
+        "omop/care_site.sql",
+        "omop/provider.sql",
+        "omop/history.sql",
+        "staged/reconciliation.sql",
+    ];
+    let timed: Vec<String> = err
+        .lines()
+        .filter_map(|l| l.split_once(" DEBUG   ").map(|(_, rest)| rest.to_string()))
+        .filter(|l| l.contains("/sql/models/"))
+        .collect();
+    assert_eq!(timed.len(), models.len(), "{err}");
+    for (line, model) in timed.iter().zip(models) {
+        let prefix = format!(
+            "{}/sql/models/{model} (batch 1) in ",
+            common::repo().display()
+        );
+        let seconds = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix('s'))
+            .unwrap_or_else(|| panic!("expected {prefix}…s, got {line}"));
+        assert!(seconds.parse::<f64>().is_ok(), "{line}");
+    }
+    // without -v, none of them
+    let out = t.etl(&["run", &m]);
+    assert!(!stderr(&out).contains("/sql/models/"), "{}", stderr(&out));
+}
+
+#[test]
+fn hourly_and_cron_expressions_schedule_as_asked() {
+    let _guard = common::CrontabGuard::save();
+    let a = Tenant::new("cron_hourly_a");
+    let b = Tenant::new("cron_hourly_b");
+    let (ma, mb) = (a.manifest_arg(), b.manifest_arg());
+    let (ta, tb) = (a.name.replace('_', "-"), b.name.replace('_', "-"));
+    let timing = |tenant: &str| {
+        let text = crontab();
+        let block = text
+            .split(&format!("# BEGIN etl tenant={tenant}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no block for {tenant}: {text}"))
+            .to_string();
+        let entry = block.lines().nth(1).unwrap().to_string();
+        entry.splitn(6, ' ').take(5).collect::<Vec<_>>().join(" ")
+    };
+    let out = a.etl(&[
+        "schedule",
+        "--hourly",
+        "--at",
+        "00:55",
+        "--stagger",
+        "10",
+        &ma,
+        &mb,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // staggered within the hour, wrapping past the hour's end
+    assert_eq!(timing(&ta), "55 * * * *");
+    assert_eq!(timing(&tb), "5 * * * *");
+    let out = a.etl(&["schedule", "--cron", "15 3 * * 1-5", &ma, &mb]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // a cron expression is used as it is, for every tenant, and replaces the hourly entries
+    assert_eq!(timing(&ta), "15 3 * * 1-5");
+    assert_eq!(timing(&tb), "15 3 * * 1-5");
+    for tenant in [&ta, &tb] {
+        assert_eq!(
+            crontab()
+                .matches(&format!("# BEGIN etl tenant={tenant}\n"))
+                .count(),
+            1
+        );
+    }
+    let out = a.etl(&["schedule", "--remove", &ma, &mb]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!crontab().contains(&ta) && !crontab().contains(&tb));
 }

@@ -2,42 +2,11 @@
 
 mod common;
 
-use common::{stderr, stdout, table, Tenant, S3_SECRET_VAR};
-
-const PROVIDER_GOLDEN: &str = "
- 1 | Laura Taylor      | 0123456789 | 0 | 38004456 | 2    | LT010 | Int Med
- 2 | Omar Haddad       | 1102938473 | 0 | 38004469 | 7    | OH015 | Psych
- 3 | robert KING       | 1203456789 | 0 | 38004446 | 3    | RK102 | General Practice
- 4 | Kevin Garcia      | 1234567800 | 0 | 38004451 | 1    | KG011 | Cardiology
- 5 | John Doe          | 1234567890 | 0 | 38004451 | 1    | JD001 | Cardiology
- 6 | Maria Lopez       | 1234567893 | 0 | 38004453 | 6    | ML104 | Family Practice
- 7 | Grace Hopper      | 1456789019 | 0 | 38004458 | NULL | GH106 | Neurology
- 8 | Nina Petrova      | 1564738296 | 0 | 38004510 | 7    | NP016 | Emergency Medicine
- 9 | Alice Nguyen      | 1841293750 | 0 | 38004456 | 4    | AN101 | Int Med
-10 | Alan Smithee      | 1934567896 | 0 | 0        | 1    | AS107 | Sports Med
-11 | Jane Smith        | 2345678901 | 0 | 38004477 | 1    | JS002 | Peds
-12 | Patricia Martinez | 2345678909 | 0 | 38004477 | 4    | PM012 | Peds
-13 | Johnathan Doe     | 3456789012 | 0 | 38004458 | 3    | JD003 | Neuro
-14 | Robert Lee        | 3456789018 | 0 | 38004458 | NULL | RL013 | Neuro
-15 | Linda R.          | 4567890127 | 0 | 38004452 | 5    | LR014 | Derma
-16 | Emily J           | 6789012345 | 0 | 0        | NULL | EJ006 | Oncology
-17 | Sarah Wilson      | 8901234567 | 0 | 38004452 | 3    | SW008 | Dermatology
-18 | Chris Davis       | 9012345678 | 0 | 38004446 | 1    | CD009 | General Practice
-19 | Jane S.           | NULL       | 0 | 38004477 | 4    | JS004 | Peds
-20 | Tom Baker         | NULL       | 0 | 38004469 | 7    | TB105 | Psychiatry
-";
-
-const CARE_SITE_GOLDEN: &str = "
-1 | City Hospital          | 8717 | 1  | CS001 | Inpatient Hospital
-2 | Village Clinic         | 8716 | 2  | CS002 | Independent Clinic
-3 | Metro Med              | 8756 | 3  | CS003 | Outpatient Hospital
-4 | Suburban Health        | 8940 | 4  | CS004 | Office
-5 | downtown health        | 8756 | 5  | CS005 | Outpatient Hospital
-6 | North Health Institute | 8756 | 6  | CS006 | Outpatient Hospital
-7 | Eastside Urgent Care   | 8782 | 8  | CS008 | Urgent Care Facility
-8 | Lakeside Lab           | 0    | 9  | CS009 | Lab
-9 | NULL                   | 8940 | 10 | CS010 | Office
-";
+use common::golden::{
+    CARE_SITE_GOLDEN, FLAGS_GOLDEN, FLAGS_QUERY, PROVIDER_GOLDEN, QUARANTINE_GOLDEN,
+    QUARANTINE_QUERY, ROW_STATUS_GOLDEN,
+};
+use common::{stderr, stdout, swap, table, Tenant, S3_SECRET_VAR};
 
 #[test]
 fn sample_data_gives_exactly_the_expected_omop_tables() {
@@ -129,30 +98,13 @@ fn every_row_is_accounted_for_and_the_summary_says_so() {
 fn rows_that_cannot_be_loaded_are_quarantined_with_source_and_reason() {
     let t = Tenant::with_sample("quarantine");
     t.run_ok(&[]);
-    let q = t.query(
-        "select source, source_ref, source_row, rule_id, rule from staged.quarantine order by all",
-    );
+    // the whole table: where each row came from, the rule, the reason, the raw record as
+    // sent (the text NULL and blanks as they were, ids with their leading zeros)
+    assert_eq!(t.query(QUARANTINE_QUERY), table(QUARANTINE_GOLDEN));
+    // and what became of every provider row, quarantined ones included
     assert_eq!(
-        q,
-        table(
-            "files | providers/2026-11-27/providers.csv  | 8 | Q001 | provider_name_missing
-             files | providers/2026-11-28/providers.json | 3 | Q002 | provider_identifier_missing
-             pg    | provider                            | 5 | Q001 | provider_name_missing
-             pg    | provider                            | 6 | Q001 | provider_name_missing"
-        )
-    );
-    // the raw record is kept exactly as sent: the text NULL, blanks
-    assert_eq!(
-        t.query(
-            "select coalesce(json_extract_string(record, '$.ProviderName'), json_extract_string(record, '$.provider_name')) \
-             from staged.quarantine where rule_id = 'Q001' order by source, source_row"
-        ),
-        vec![vec!["NULL".to_string()], vec!["NULL".to_string()], vec!["   ".to_string()]]
-    );
-    let reason = t.query("select reason from staged.quarantine where source_row = '8'");
-    assert_eq!(
-        reason[0][0],
-        "no usable provider name in this row nor in any other row for the same provider (npi:7890123456); provider_name is NOT NULL"
+        t.query("select * from staged.provider_row_status order by all"),
+        table(ROW_STATUS_GOLDEN)
     );
 }
 
@@ -160,69 +112,11 @@ fn rows_that_cannot_be_loaded_are_quarantined_with_source_and_reason() {
 fn suspicious_values_are_kept_and_flagged() {
     let t = Tenant::with_sample("flags");
     t.run_ok(&[]);
-    let flags = |flag: &str| {
-        t.query(&format!(
-            "select source, source_ref, source_row, coalesce(value, '') from staged.dq_flags \
-             where flag = '{flag}' order by all"
-        ))
-    };
-    // every NPI of the exercise's file fails a check (first digit, else check digit): kept
-    assert_eq!(
-        t.query("select flag, count(*) from staged.dq_flags group by flag order by flag"),
-        table(
-            "care_site_name_missing | 1
-             care_site_unknown | 3
-                          merged_duplicate | 1
-             name_cleaned | 5
-             npi_check_digit | 10
-             npi_first_digit | 8
-             npi_length | 1
-             npi_missing | 3
-             npi_reformatted | 1
-             place_of_service_concept_replaced | 1
-             place_of_service_unmapped | 1
-             source_id_mismatch | 11
-             specialty_unmapped | 2"
-        )
-    );
-    // a leading zero fails the first-digit rule, and is kept as sent
-    assert!(flags("npi_first_digit")
-        .contains(&table("files | providers/2026-11-27/providers.csv | 11 | 0123456789")[0]));
-    assert_eq!(flags("npi_length"), table("pg | provider | 8 | 98765"));
-    assert_eq!(
-        flags("npi_reformatted"),
-        table("pg | provider | 7 | 123-456-7893")
-    );
-    assert_eq!(
-        flags("specialty_unmapped"),
-        table(
-            "files | providers/2026-11-27/providers.csv | 7 | Oncology
-             pg | provider | 10 | Sports Med"
-        )
-    );
-    assert_eq!(
-        flags("care_site_unknown"),
-        table(
-            "files | providers/2026-11-27/providers.csv | 14 | Eastside Clinic
-             files | providers/2026-11-27/providers.csv | 7 | North Health Inst
-             pg | provider | 9 | 99"
-        )
-    );
-    assert_eq!(
-        t.query("select detail from staged.dq_flags where flag = 'source_id_mismatch' and source_row = '7'"),
-        table("ProviderID 005 disagrees with SourceID EJ006; SourceID kept as provider_source_value")
-    );
-    assert_eq!(
-        t.query(
-            "select source_row, value from staged.dq_flags where entity = 'care_site' order by all"
-        ),
-        table(
-            "10 | NULL
-             7 | CITY HOSPITAL
-             8 | 8870
-             9 | Lab"
-        )
-    );
+    // every flag with its source, object or table, row, value as sent and detail: among
+    // them every NPI of the exercise's file failing a check (first digit, else check digit)
+    // and kept, the leading zero kept as sent, the text NULL (files) beside a real NULL
+    // (JSON, Postgres) for a missing NPI
+    assert_eq!(t.query(FLAGS_QUERY), table(FLAGS_GOLDEN));
 }
 
 #[test]
@@ -306,7 +200,8 @@ fn a_bad_file_is_rejected_by_key_and_the_good_ones_load() {
 fn fail_fast_on_a_bad_file_when_the_manifest_says_so() {
     let t = Tenant::with_sample("failfast");
     t.write_manifest(|m| {
-        m.replace(
+        swap(
+            m,
             "prefix = \"providers/\"",
             "prefix = \"providers/\"\non_bad_file = \"fail\"",
         )
@@ -357,6 +252,40 @@ fn postgres_unreachable_fails_the_run_and_keeps_the_last_outputs() {
     );
     let runs = t.query("select status, coalesce(error like '%source `pg`%', false) from etl.runs order by started_at");
     assert_eq!(runs, table("succeeded | false\nfailed | true"));
+    common::assert_no_secret_anywhere(
+        &t,
+        &[&out],
+        &format!("source `pg` (postgres 127.0.0.1:{port}"),
+    );
+}
+
+#[test]
+fn a_wrong_postgres_password_fails_the_run_without_leaking_it() {
+    let mut t = Tenant::with_sample("pgpassword");
+    t.run_ok(&[]);
+    let before = std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap();
+    let wrong = "wrong-pg-password-7781";
+    t.env
+        .push((common::PG_PASSWORD_VAR.to_string(), wrong.to_string()));
+    let out = t.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "source `pg` (postgres {}:{}, database {}, user etl)",
+            t.services.pg_host, t.services.pg_port, t.database
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("password authentication failed for user \"etl\""),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap(),
+        before
+    );
+    common::assert_no_secret_anywhere(&t, &[&out], "password authentication failed");
 }
 
 #[test]
@@ -384,6 +313,7 @@ fn wrong_s3_keys_fail_the_run_without_leaking_them() {
         std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap(),
         before
     );
+    common::assert_no_secret_anywhere(&t, &[&out], "HTTP 403");
 }
 
 #[test]
@@ -401,6 +331,42 @@ fn steps_can_be_run_one_at_a_time_in_manifest_order() {
 }
 
 #[test]
+fn until_stops_after_the_step_named() {
+    let t = Tenant::with_sample("until");
+    let out = t.run_ok(&["--until", "extract_files"]);
+    let log = stderr(&out);
+    assert!(
+        log.contains("step extract_postgres started") && log.contains("step extract_files started"),
+        "{log}"
+    );
+    assert!(!log.contains("step transform"), "{log}");
+    assert_eq!(
+        t.query(
+            "select (select count(*) from raw.pg_provider), (select count(*) from raw.files_provider), \
+             (select count(*) from etl.transform_state), \
+             (select count(*) from omop.provider)"
+        ),
+        table("10 | 21 | 0 | 0"),
+        "loaded, not transformed"
+    );
+    let log = stderr(&t.run_ok(&["--from", "transform", "--until", "transform"]));
+    assert!(
+        log.contains("step transform finished") && !log.contains("step publish"),
+        "{log}"
+    );
+    assert!(!t.lake().join("omop/current").exists(), "not published");
+    assert_eq!(
+        t.query("select * from omop.provider order by provider_id"),
+        table(PROVIDER_GOLDEN),
+        "transformed in the lake"
+    );
+    let log = stderr(&t.run_ok(&["--from", "publish"]));
+    assert!(!log.contains("step transform"), "{log}");
+    assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
+    assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));
+}
+
+#[test]
 fn usage_and_manifest_errors_exit_2() {
     let t = Tenant::new("usage");
     let out = t.run(&["--step", "transfrom"]);
@@ -411,7 +377,7 @@ fn usage_and_manifest_errors_exit_2() {
         stderr(&out)
     );
 
-    t.write_manifest(|m| m.replace("threads = 2", "threads = \"two\""));
+    t.write_manifest(|m| swap(m, "threads = 2", "threads = \"two\""));
     let out = t.run(&[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);

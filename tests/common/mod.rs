@@ -3,8 +3,10 @@
 //! `etl` binary against them.
 #![allow(dead_code)]
 
+pub mod golden;
 pub mod proxy;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +62,8 @@ pub struct Tenant {
     pub services: Services,
     /// Extra environment for every `etl` call (e.g. a wrong secret).
     pub env: Vec<(String, String)>,
+    /// Ports kept closed for as long as the tenant lives (see [`ClosedPort`]).
+    closed_ports: RefCell<Vec<ClosedPort>>,
 }
 
 impl Tenant {
@@ -96,6 +100,7 @@ impl Tenant {
             manifest: PathBuf::new(),
             services,
             env: Vec::new(),
+            closed_ports: RefCell::new(Vec::new()),
         };
         tenant.bucket_target().ensure_bucket().unwrap();
         tenant.bucket_target().clear("").unwrap();
@@ -209,18 +214,32 @@ publish = ["care_site", "provider"]
     /// loopback (an unreachable database), with `attempts` fetch attempts in all when
     /// given (the harness default is 3). Returns the port.
     pub fn break_postgres(&self, attempts: Option<u32>) -> u16 {
-        let port = closed_port();
+        let closed = ClosedPort::new();
+        let port = closed.port;
+        self.closed_ports.borrow_mut().push(closed);
         self.write_manifest(|m| {
-            let m = m.replace(
+            let m = swap(
+                m,
                 &format!("port = \"{}\"", self.services.pg_port),
                 &format!("port = \"{port}\""),
             );
             match attempts {
-                Some(n) => m.replace("attempts = 3", &format!("attempts = {n}")),
+                Some(n) => swap(m, "attempts = 3", &format!("attempts = {n}")),
                 None => m,
             }
         });
         port
+    }
+
+    /// Every secret the tenant's runs are given.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut all = vec![
+            self.services.pg_password.clone(),
+            self.services.s3_access_key.clone(),
+            self.services.s3_secret_key.clone(),
+        ];
+        all.extend(self.env.iter().map(|(_, v)| v.clone()));
+        all
     }
 
     pub fn pg_target(&self) -> PgTarget {
@@ -312,7 +331,7 @@ publish = ["care_site", "provider"]
         self.etl(&all)
     }
 
-    /// Rows of a published table, every value as text ("NULL" for null), in id order.
+    /// Rows of a published table, every value as text ([`NULL`] for null), in id order.
     pub fn published(&self, table: &str) -> Vec<Vec<String>> {
         let file = self
             .lake()
@@ -359,7 +378,11 @@ impl Drop for Tenant {
     }
 }
 
-/// Every cell of a query as text, NULL as "NULL".
+/// How a SQL NULL is shown in query results and expected tables: never a text a source
+/// could send (the text `NULL` stays `NULL`).
+pub const NULL: &str = "∅";
+
+/// Every cell of a query as text, NULL as [`NULL`].
 pub fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
     let mut stmt = conn
         // A projection keeps the order of the inner query.
@@ -374,7 +397,7 @@ pub fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
                 .map(|i| {
                     row.get::<_, Option<String>>(i)
                         .unwrap()
-                        .unwrap_or_else(|| "NULL".into())
+                        .unwrap_or_else(|| NULL.into())
                 })
                 .collect(),
         );
@@ -399,23 +422,149 @@ pub fn table(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Puts the crontab back as it was when dropped, even when the test fails.
-pub struct CrontabGuard(String);
+/// Puts the crontab back as it was when dropped, even when the test fails. While one is
+/// alive, no other test of the same binary touches the crontab (they would undo each
+/// other's entries).
+pub struct CrontabGuard {
+    saved: String,
+    _only_one: std::sync::MutexGuard<'static, ()>,
+}
+
+static CRONTAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl CrontabGuard {
     pub fn save() -> CrontabGuard {
-        CrontabGuard(etl::schedule::read().unwrap())
+        // a test that failed holding it poisons the lock, not the crontab it restored
+        let only_one = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+        CrontabGuard {
+            saved: etl::schedule::read().unwrap(),
+            _only_one: only_one,
+        }
     }
 }
 
 impl Drop for CrontabGuard {
     fn drop(&mut self) {
-        etl::schedule::write(&self.0).unwrap();
+        etl::schedule::write(&self.saved).unwrap();
     }
 }
 
-/// A closed port on loopback: bound, then released.
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// `text` with `from` replaced by `to`; fails the test when `from` is not in it, so that
+/// an edit of a manifest cannot silently do nothing when the text it looks for moves.
+pub fn swap(text: String, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the text to replace is not there: {from:?}\nin:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// A port on loopback that refuses connections for as long as this lives: a socket bound
+/// to it that never listens. Holding the binding keeps any other test (a fault proxy, a
+/// parallel service) from taking the port, as a bind-then-release port could.
+pub struct ClosedPort {
+    pub port: u16,
+    fd: libc::c_int,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        // SAFETY: plain socket calls on a struct of the right size; the fd is owned here.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            addr.sin_port = 0;
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+            assert!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+            let mut bound: libc::sockaddr_in = std::mem::zeroed();
+            let mut blen = len;
+            let rc = libc::getsockname(fd, &mut bound as *mut _ as *mut libc::sockaddr, &mut blen);
+            assert!(rc == 0, "getsockname: {}", std::io::Error::last_os_error());
+            ClosedPort {
+                port: u16::from_be(bound.sin_port),
+                fd,
+            }
+        }
+    }
+}
+
+impl Drop for ClosedPort {
+    fn drop(&mut self) {
+        // SAFETY: the fd was opened by `new` and is closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Every text a run leaves for people and for machines, named by where it is: what the
+/// commands given printed, `etl runs`, `etl validate`, a JSON-log run of the same
+/// manifest, the run summaries, the tenant's log files and `etl.runs.error`.
+pub fn everything_written(t: &Tenant, outputs: &[&Output]) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        texts.push((format!("stdout of command {i}"), stdout(out)));
+        texts.push((format!("stderr of command {i}"), stderr(out)));
+    }
+    let m = t.manifest_arg();
+    for (what, args) in [
+        ("etl runs", vec!["runs", m.as_str()]),
+        ("etl validate", vec!["validate", m.as_str()]),
+        (
+            "etl --log-format json run",
+            vec!["--log-format", "json", "run", m.as_str()],
+        ),
+    ] {
+        let out = t.etl(&args);
+        texts.push((format!("stdout of {what}"), stdout(&out)));
+        texts.push((format!("stderr of {what}"), stderr(&out)));
+    }
+    let lake = t.lake();
+    let mut files = vec![lake.join("last-run.json")];
+    for dir in ["runs", "logs"] {
+        if let Ok(entries) = std::fs::read_dir(lake.join(dir)) {
+            files.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        texts.push((file.display().to_string(), text));
+    }
+    let errors = t.query("select coalesce(error, '') from etl.runs order by started_at");
+    texts.push((
+        "etl.runs.error".into(),
+        errors.into_iter().flatten().collect::<Vec<_>>().join("\n"),
+    ));
+    texts
+}
+
+/// Asserts that no secret the tenant's runs were given is in anything they wrote, and that
+/// `expected` (the failure) is: the search looked where the failure was reported.
+pub fn assert_no_secret_anywhere(t: &Tenant, outputs: &[&Output], expected: &str) {
+    let texts = everything_written(t, outputs);
+    for secret in t.secrets() {
+        for (place, text) in &texts {
+            assert!(
+                !text.contains(&secret),
+                "a secret leaked into {place}:\n{text}"
+            );
+        }
+    }
+    for place in [
+        "last-run.json",
+        "etl.runs.error",
+        "stderr of etl --log-format json run",
+        "etl.log",
+        "stdout of etl runs",
+    ] {
+        assert!(
+            texts
+                .iter()
+                .any(|(p, text)| p.ends_with(place) && text.contains(expected)),
+            "{place} does not report the failure {expected:?}: {texts:#?}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -12,6 +12,7 @@ pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -21,10 +22,12 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (cut2, open2) = (cut.clone(), open.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (cut2, open2, accepted2) = (cut.clone(), open.clone(), accepted.clone());
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                accepted2.fetch_add(1, Ordering::SeqCst);
                 if cut2.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -42,7 +45,17 @@ impl Proxy {
                 pipe(server, client);
             }
         });
-        Proxy { port, cut, open }
+        Proxy {
+            port,
+            cut,
+            open,
+            accepted,
+        }
+    }
+
+    /// Connections made to the proxy so far, cut ones included.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// From now on every connection fails, and the open ones are reset.
