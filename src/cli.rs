@@ -164,7 +164,7 @@ pub fn main(cli: Cli) -> Result<()> {
             let opts = RunOptions::from(args.steps);
             if let [single] = args.manifests.as_slice() {
                 if !single.is_dir() {
-                    let manifest = Manifest::load(single)?;
+                    let manifest = load_for_run(single)?;
                     let report = run::run(&manifest, &opts)?;
                     if !cli.quiet {
                         print!("{}", summary(&report));
@@ -176,7 +176,7 @@ pub fn main(cli: Cli) -> Result<()> {
             run_many(&paths, &opts, args.jobs.max(1), cli.quiet)
         }
         Command::Validate { manifest, offline } => {
-            let m = Manifest::load(&manifest)?;
+            let m = load_for_run(&manifest)?;
             println!(
                 "{}: manifest ok (tenant `{}`, {} sources, {} steps)",
                 manifest.display(),
@@ -242,6 +242,24 @@ pub fn main(cli: Cli) -> Result<()> {
     }
 }
 
+/// Loads a manifest for a command that uses its secrets (`run`, `validate`): refuses a
+/// `<manifest>.env` that other accounts can read, and warns about secrets written as text
+/// in a manifest they can read.
+fn load_for_run(path: &std::path::Path) -> Result<Manifest> {
+    let manifest = Manifest::load(path)?;
+    crate::privacy::check_env_file(&manifest.path)?;
+    warn_literal_secrets(&manifest);
+    Ok(manifest)
+}
+
+fn warn_literal_secrets(manifest: &Manifest) {
+    for warning in
+        crate::privacy::literal_secret_warnings(&manifest.files, &manifest.literal_secrets)
+    {
+        log::warn!("{warning}");
+    }
+}
+
 /// The manifests named, folders expanded to their `*.toml` files (those whose name starts
 /// with `_`, such as a shared `_base.toml`, are not tenants), sorted.
 pub fn expand_manifests(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -288,7 +306,13 @@ fn run_many(paths: &[PathBuf], opts: &RunOptions, jobs: usize, quiet: bool) -> R
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(path) = paths.get(i) else { break };
                 let started = std::time::Instant::now();
-                let row = match Manifest::load(path) {
+                let row = match Manifest::load(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|m| {
+                        crate::privacy::check_env_file(&m.path)?;
+                        warn_literal_secrets(&m);
+                        Ok(m)
+                    }) {
                     Err(err) => {
                         log::error!(
                             "{}",
@@ -304,7 +328,10 @@ fn run_many(paths: &[PathBuf], opts: &RunOptions, jobs: usize, quiet: bool) -> R
                             "0.00".into(),
                             String::new(),
                             String::new(),
-                            format!("bad manifest: {} problem(s)", err.problems.len()),
+                            match err.downcast_ref::<crate::manifest::ManifestError>() {
+                                Some(e) => format!("bad manifest: {} problem(s)", e.problems.len()),
+                                None => format!("{err}"),
+                            },
                         ]
                     }
                     Ok(manifest) => match run::run(&manifest, opts) {
@@ -451,6 +478,16 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
         When::Cron(expr)
     };
     let manifests = load_all(&args.manifests)?;
+    for m in &manifests {
+        // the entry would refuse to run: say so now, not at 2 a.m.
+        if let Err(exposed) = crate::privacy::check_env_file(&m.path) {
+            log::warn!(
+                "tenant `{}`: {exposed}; its scheduled runs will fail until then",
+                m.tenant
+            );
+        }
+        warn_literal_secrets(m);
+    }
     let etl = std::env::current_exe().context("cannot find the etl binary's own path")?;
     let text = sched::install(&manifests, &when, &etl)?;
     print!("{}", sched::blocks(&text));

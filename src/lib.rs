@@ -6,6 +6,7 @@ pub mod engine;
 pub mod inspect;
 pub mod manifest;
 pub mod plan;
+pub mod privacy;
 pub mod progress;
 pub mod publish;
 pub mod retry;
@@ -20,6 +21,7 @@ pub mod transform;
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<manifest::ManifestError>().is_some()
         || err.downcast_ref::<run::UsageError>().is_some()
+        || err.downcast_ref::<privacy::ExposedSecrets>().is_some()
     {
         2
     } else {

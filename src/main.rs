@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() {
+    // Before anything is created: whatever etl writes is its owner's alone.
+    etl::privacy::restrict_umask();
     let cli = etl::cli::Cli::parse();
     if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
         // An unreachable Postgres fails in seconds rather than hanging a nightly run.

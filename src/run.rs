@@ -153,6 +153,14 @@ pub fn open_lake(manifest: &Manifest) -> Result<Engine> {
     Ok(engine)
 }
 
+/// How the tenant's lake is protected on disk (see [`crate::privacy`]).
+pub fn privacy_policy(manifest: &Manifest) -> crate::privacy::Policy {
+    crate::privacy::Policy {
+        lake: manifest.lake_dir.clone(),
+        outputs_group: manifest.outputs_group.clone(),
+    }
+}
+
 pub fn new_run_id() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string()
 }
@@ -165,6 +173,13 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         Some(&manifest.lake_dir.join("logs").join("etl.log")),
     );
     let started = Instant::now();
+    // Before anything is read or written: a lake left readable by others (an earlier
+    // version, a restore, a `chmod -R`) is made owner-only again, and that is said once.
+    let policy = privacy_policy(manifest);
+    let changes = policy.apply()?;
+    if let Some(warning) = crate::privacy::tightened_warning(&manifest.lake_dir, &changes) {
+        log::warn!("{warning}");
+    }
     let engine = open_lake(manifest)?;
     // Holding the lock, nothing else uses the staging area: a killed run's leftovers go.
     let _ = std::fs::remove_dir_all(manifest.lake_dir.join("staging"));
@@ -524,6 +539,10 @@ impl RunContext<'_> {
             StepAction::Publish { tables } => {
                 let (dir, counts) =
                     publish::write(engine, &self.manifest.outputs_dir(), self.run_id, tables)?;
+                // the new files are owner-only; a group the manifest names may read them
+                if self.manifest.outputs_group.is_some() {
+                    privacy_policy(self.manifest).apply()?;
+                }
                 self.run_dir = Some(dir.clone());
                 let current = self.manifest.outputs_dir().join("current");
                 let mut total = 0;

@@ -101,9 +101,10 @@ pub fn block(manifest: &Manifest, when: &When, i: u32, etl: &Path) -> Result<Str
         .unwrap_or_else(|| PathBuf::from("/"));
     let env_file = path.with_extension("env");
     let log = lake.join("logs").join("cron.log");
-    // cron runs /bin/sh with a bare environment; no `%` (cron would cut the line there)
+    // cron runs /bin/sh with a bare environment (and its own umask: 077 keeps the log and
+    // its folder owner-only); no `%` (cron would cut the line there)
     let command = format!(
-        "cd {dir} && mkdir -p {logs} && {{ [ ! -f {env} ] || {{ set -a; . {env}; set +a; }}; }} && {etl} run {manifest} >> {log} 2>&1",
+        "umask 077 && cd {dir} && mkdir -p {logs} && {{ [ ! -f {env} ] || {{ set -a; . {env}; set +a; }}; }} && {etl} run {manifest} >> {log} 2>&1",
         dir = quote(&dir),
         logs = quote(&lake.join("logs")),
         env = quote(&env_file),

@@ -51,8 +51,14 @@ fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab(
         block.lines().nth(1).unwrap().to_string()
     };
     // staggered, absolute paths, a log per tenant
-    assert!(entry(&ta).starts_with("30 1 * * * cd '/"), "{text}");
-    assert!(entry(&tb).starts_with("35 1 * * * cd '/"), "{text}");
+    assert!(
+        entry(&ta).starts_with("30 1 * * * umask 077 && cd '/"),
+        "{text}"
+    );
+    assert!(
+        entry(&tb).starts_with("35 1 * * * umask 077 && cd '/"),
+        "{text}"
+    );
     assert!(
         entry(&ta).contains(&format!(
             ">> '{}/lake/logs/cron.log' 2>&1",
@@ -62,8 +68,9 @@ fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab(
     );
 
     // the entry runs as cron would: /bin/sh, a bare environment, secrets from <manifest>.env
+    let env_file = a.manifest.with_extension("env");
     std::fs::write(
-        a.manifest.with_extension("env"),
+        &env_file,
         format!(
             "{}={}\n{}={}\n{}={}\n",
             common::PG_PASSWORD_VAR,
@@ -73,6 +80,12 @@ fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab(
             common::S3_SECRET_VAR,
             a.services.s3_secret_key
         ),
+    )
+    .unwrap();
+    // the owner's alone, or the run refuses it (tests/privacy.rs)
+    std::fs::set_permissions(
+        &env_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
     let command = entry(&ta).splitn(6, ' ').nth(5).unwrap().to_string();

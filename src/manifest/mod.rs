@@ -28,10 +28,16 @@ pub struct Manifest {
     pub sql_dir: PathBuf,
     pub vocab_dir: PathBuf,
     pub lake_dir: PathBuf,
+    /// The group the published outputs are opened to (read-only); None: owner-only.
+    pub outputs_group: Option<crate::privacy::Group>,
     pub engine: EngineSettings,
     pub sources: Vec<Source>,
     pub steps: Vec<Step>,
     pub retry: RetryPolicy,
+    /// The files the manifest was read from: itself, then the base it extends.
+    pub files: Vec<PathBuf>,
+    /// Keys whose secret is written in the manifest as text rather than `${VAR}`.
+    pub literal_secrets: Vec<String>,
 }
 
 /// Raw rows per transform batch unless the manifest says otherwise: a batch of 2M rows
@@ -171,7 +177,10 @@ impl Manifest {
         };
         let text = read(path)?;
         match extends(path, &text)? {
-            None => parse(path, &text, env),
+            None => parse(path, &text, env).map(|mut m| {
+                m.files = vec![path.to_path_buf()];
+                m
+            }),
             Some(base) => {
                 // One level: the base's keys, overridden key by key by the tenant's. Errors
                 // then point into the merged text (shown with each line as it reads).
@@ -180,11 +189,19 @@ impl Manifest {
                     text: String::new(),
                     problems: vec![Problem::new(None, message)],
                 })?;
-                parse(path, &merged, env).map_err(|mut e| {
-                    e.path =
-                        PathBuf::from(format!("{} (extending {})", path.display(), base.display()));
-                    e
-                })
+                parse(path, &merged, env)
+                    .map(|mut m| {
+                        m.files = vec![path.to_path_buf(), base.clone()];
+                        m
+                    })
+                    .map_err(|mut e| {
+                        e.path = PathBuf::from(format!(
+                            "{} (extending {})",
+                            path.display(),
+                            base.display()
+                        ));
+                        e
+                    })
             }
         }
     }
@@ -389,6 +406,7 @@ struct PathsWire {
     sql: Option<Spanned<String>>,
     vocab: Option<Spanned<String>>,
     lake: Option<Spanned<String>>,
+    outputs_group: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -801,16 +819,52 @@ fn compile(
         ),
     };
 
+    let outputs_group = wire.paths.outputs_group.as_ref().and_then(|g| {
+        let name = resolve(g, "paths.outputs_group", problems)?;
+        if name.is_empty() {
+            // `${VAR:-}` unset: owner-only, as without the key
+            return None;
+        }
+        let group = crate::privacy::Group::lookup(&name);
+        if group.is_none() {
+            problems.push(Problem::new(
+                Some(g.span()),
+                format!("`paths.outputs_group`: no group named {name:?} on this machine (see /etc/group)"),
+            ));
+        }
+        group
+    });
+
+    // secrets written out rather than taken from the environment
+    let literal_secrets = wire
+        .sources
+        .iter()
+        .flat_map(|(name, source)| {
+            let s = source.get_ref();
+            [
+                ("password", &s.password),
+                ("access_key_id", &s.access_key_id),
+                ("secret_access_key", &s.secret_access_key),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.get_ref().contains("${")))
+            .map(move |(key, _)| format!("sources.{name}.{key}"))
+        })
+        .collect();
+
     Some(Manifest {
         path: path.to_path_buf(),
         tenant,
         sql_dir,
         vocab_dir,
         lake_dir,
+        outputs_group,
         engine,
         sources,
         steps,
         retry,
+        files: vec![path.to_path_buf()],
+        literal_secrets,
     })
 }
 

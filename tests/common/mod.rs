@@ -291,6 +291,25 @@ publish = ["care_site", "provider"]
 
     /// Runs `etl` with the tenant's secrets in the environment.
     pub fn etl(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `etl` as [`Tenant::etl`] does, started with this umask.
+    pub fn etl_with_umask(&self, umask: u32, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command(args);
+        // SAFETY: umask is async-signal-safe and touches nothing but the child's mask.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask as libc::mode_t);
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    }
+
+    /// The `etl` command with the tenant's secrets in the environment, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
         cmd.args(args)
             .env(PG_PASSWORD_VAR, &self.services.pg_password)
@@ -301,7 +320,7 @@ publish = ["care_site", "provider"]
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     pub fn manifest_arg(&self) -> String {
