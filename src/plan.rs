@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result};
 
-use crate::engine::{ident, literal, Engine, Redactor};
-use crate::manifest::{Manifest, SourceKind, StepAction};
+use crate::engine::{Engine, Redactor};
+use crate::manifest::{Manifest, StepAction};
 use crate::run::{select_steps, RunOptions};
-use crate::sources::{self, postgres, raw_table, s3};
+use crate::sources;
 
 pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
     let steps = select_steps(manifest, opts)?;
@@ -23,12 +23,6 @@ pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
         None
     };
     let probe = Engine::in_memory(&manifest.engine, redactor)?;
-    let query_state = |sql: String| -> Result<Vec<Vec<Option<String>>>> {
-        match &state {
-            Some(engine) => engine.query_strings(&sql),
-            None => Ok(Vec::new()),
-        }
-    };
 
     let mut out = format!(
         "plan for tenant `{}` ({}){}\n",
@@ -45,97 +39,13 @@ pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
         match &step.action {
             StepAction::Extract { source } => {
                 let source = manifest.source(source).expect("checked by the manifest");
-                let described = sources::describe(source);
-                match &source.kind {
-                    SourceKind::Postgres(pg) => {
-                        postgres::attach(&probe, &manifest.engine, &source.name, pg)
-                            .with_context(|| described.clone())?;
-                        for table in &pg.tables {
-                            let from = format!(
-                                "src_{}.{}.{}",
-                                source.name,
-                                ident(&pg.schema),
-                                ident(table)
-                            );
-                            let watermark = query_state(format!(
-                                "select strftime(cursor_value - to_microseconds({}), '%Y-%m-%d %H:%M:%S.%f%z') \
-                                 from etl.watermarks where source = {} and table_name = {}",
-                                pg.lookback.as_micros(),
-                                literal(&source.name),
-                                literal(table)
-                            ))?
-                            .into_iter()
-                            .next()
-                            .and_then(|r| r[0].clone());
-                            let incremental = pg
-                                .cursor
-                                .as_ref()
-                                .filter(|_| !pg.snapshot.contains(table) && !opts.full_refresh);
-                            let (what, filter) = match (incremental, watermark) {
-                                (Some(cursor), Some(since)) => (
-                                    format!("rows with {cursor} > {since} (the watermark less {}s of lookback)", pg.lookback.as_secs()),
-                                    format!("where {} > {}::timestamptz", ident(cursor), literal(&since)),
-                                ),
-                                _ => ("the whole table".to_string(), String::new()),
-                            };
-                            let rows = probe
-                                .query_i64(&format!("select count(*) from {from} {filter}"))
-                                .with_context(|| described.clone())?;
-                            out.push_str(&format!(
-                                "   read   {}.{table}: {what}: {rows} rows\n",
-                                pg.schema
-                            ));
-                            out.push_str(&format!(
-                                "   write  {} ({})\n",
-                                raw_table(&source.name, table),
-                                if incremental.is_some() {
-                                    "upsert by key, deletes marked"
-                                } else {
-                                    "replaced"
-                                }
-                            ));
-                        }
-                    }
-                    SourceKind::S3(s3cfg) => {
-                        let objects = s3::list(s3cfg).with_context(|| described.clone())?;
-                        let known = match (&state, opts.full_refresh) {
-                            (Some(engine), false) => s3::ledger(engine, &source.name)?,
-                            _ => Default::default(),
-                        };
-                        let (mut new, mut changed, mut bytes) = (Vec::new(), 0, 0u64);
-                        for o in &objects {
-                            match known.get(&o.key) {
-                                Some(etag) if *etag == o.etag => {}
-                                Some(_) => {
-                                    changed += 1;
-                                    bytes += o.size;
-                                    new.push(o.key.clone());
-                                }
-                                None => {
-                                    bytes += o.size;
-                                    new.push(o.key.clone());
-                                }
-                            }
-                        }
-                        out.push_str(&format!(
-                            "   read   s3://{}/{}: {} of {} objects ({} changed), {bytes} bytes\n",
-                            s3cfg.bucket,
-                            s3cfg.prefix,
-                            new.len(),
-                            objects.len(),
-                            changed
-                        ));
-                        for key in new.iter().take(20) {
-                            out.push_str(&format!("            {key}\n"));
-                        }
-                        if new.len() > 20 {
-                            out.push_str(&format!("            … and {} more\n", new.len() - 20));
-                        }
-                        out.push_str(&format!(
-                            "   write  {} (rows of those objects)\n",
-                            raw_table(&source.name, &s3cfg.table)
-                        ));
-                    }
+                let connector = sources::connector(source);
+                let lines = connector
+                    .connect(&probe, &manifest.engine)
+                    .and_then(|()| connector.plan(&probe, state.as_ref(), opts.full_refresh))
+                    .with_context(|| connector.describe())?;
+                for line in lines {
+                    out.push_str(&format!("   {line}\n"));
                 }
             }
             StepAction::Transform { models } => {

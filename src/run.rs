@@ -3,6 +3,7 @@
 //! Outputs are published only after the transaction commits; a failed run rolls back,
 //! leaves the last good outputs in place and is recorded with its error.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,11 +11,11 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::engine::{literal, Engine, Redactor};
-use crate::manifest::{nearest, Manifest, SourceKind, Step, StepAction};
+use crate::manifest::{nearest, Manifest, Step, StepAction};
 use crate::progress::Progress;
 use crate::publish;
 use crate::retry;
-use crate::sources::{self, postgres, s3};
+use crate::sources;
 use crate::transform;
 
 /// Which steps to run, and how.
@@ -215,8 +216,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         run_dir: None,
         progress: Progress,
         staging: staging.clone(),
-        fetched: Vec::new(),
-        fetch_cpu: Vec::new(),
+        fetched: BTreeMap::new(),
     };
     let outcome = ctx.run_steps(&steps);
     let _ = std::fs::remove_dir_all(&staging);
@@ -379,14 +379,15 @@ struct RunContext<'a> {
     progress: Progress,
     /// Local copies of what the extract steps read, waiting for the transaction.
     staging: PathBuf,
-    fetched: Vec<(String, Fetched, f64)>,
-    fetch_cpu: Vec<(String, f64)>,
+    /// What each extract step fetched, by step name.
+    fetched: BTreeMap<String, FetchedStep>,
 }
 
-/// What one extract step fetched.
-enum Fetched {
-    Postgres(Vec<postgres::FetchedTable>),
-    S3(s3::Fetched),
+/// What one extract step fetched, and what fetching it cost.
+struct FetchedStep {
+    data: Box<dyn sources::Fetched>,
+    seconds: f64,
+    cpu_seconds: f64,
 }
 
 impl RunContext<'_> {
@@ -423,16 +424,10 @@ impl RunContext<'_> {
             let started = Instant::now();
             log::info!("step {} started", step.name);
             // the step's time includes its fetch, done before the transaction
-            let fetch_seconds = self
+            let (fetch_seconds, fetch_cpu) = self
                 .fetched
-                .iter()
-                .find(|(name, _, _)| *name == step.name)
-                .map_or(0.0, |(_, _, s)| *s);
-            let fetch_cpu = self
-                .fetch_cpu
-                .iter()
-                .find(|(n, _)| *n == step.name)
-                .map_or(0.0, |(_, c)| *c);
+                .get(&step.name)
+                .map_or((0.0, 0.0), |f| (f.seconds, f.cpu_seconds));
             let cpu_before = usage().0;
             let spinner = self.progress.spinner(&step.name);
             let rows = self
@@ -490,39 +485,14 @@ impl RunContext<'_> {
                     .manifest
                     .source(source)
                     .expect("checked by the manifest");
-                let described = sources::describe(source);
-                let position = self
+                let fetched = self
                     .fetched
-                    .iter()
-                    .position(|(name, _, _)| *name == step.name)
+                    .remove(&step.name)
                     .expect("every extract step was fetched");
-                let (_, fetched, _) = self.fetched.remove(position);
-                let result = match (&source.kind, fetched) {
-                    (SourceKind::Postgres(pg), Fetched::Postgres(tables)) => {
-                        postgres::load(engine, &source.name, pg, &tables, self.run_id)
-                            .map(|stats| stats.iter().map(|t| t.inserted + t.updated).sum())
-                    }
-                    (SourceKind::S3(s3cfg), Fetched::S3(objects)) => s3::load(
-                        engine,
-                        &source.name,
-                        s3cfg,
-                        &objects,
-                        self.run_id,
-                        self.opts.full_refresh,
-                    )
-                    .map(|stats| {
-                        log::info!(
-                            "  {} objects listed: {} new or changed read, {} unchanged skipped, {} rejected",
-                            stats.listed,
-                            stats.loaded,
-                            stats.skipped_unchanged,
-                            stats.rejected
-                        );
-                                                stats.rows
-                    }),
-                    _ => unreachable!("fetched by the same source kind"),
-                };
-                result.with_context(|| described)
+                fetched
+                    .data
+                    .load(engine, self.run_id, self.opts.full_refresh)
+                    .with_context(|| sources::describe(source))
             }
             StepAction::Transform { models } => {
                 // The models order what they need explicitly; not keeping insertion order
@@ -574,44 +544,27 @@ impl RunContext<'_> {
                 .ok_or_else(|| anyhow!("step `{}` names unknown source `{source}`", step.name))?;
             let started = Instant::now();
             let cpu_before = usage().0;
-            let staging = self.staging.join(&step.name);
-            let described = sources::describe(source);
-            log::info!("fetching from {described}");
-            let fetched = match &source.kind {
-                SourceKind::Postgres(pg) => {
-                    postgres::attach(self.engine, &self.manifest.engine, &source.name, pg)
-                        .and_then(|()| {
-                            postgres::fetch(
-                                self.engine,
-                                &source.name,
-                                pg,
-                                &staging,
-                                self.opts.full_refresh,
-                            )
-                        })
-                        .map(Fetched::Postgres)
-                }
-                SourceKind::S3(s3cfg) => {
-                    s3::create_secret(self.engine, &self.manifest.engine, &source.name, s3cfg)
-                        .and_then(|()| {
-                            s3::fetch(
-                                self.engine,
-                                &source.name,
-                                s3cfg,
-                                &staging,
-                                self.opts.full_refresh,
-                                &self.progress,
-                            )
-                        })
-                        .map(Fetched::S3)
-                }
-            }
-            .with_context(|| described)?;
-            self.fetched
-                .push((step.name.clone(), fetched, started.elapsed().as_secs_f64()));
-            self.fetch_cpu.retain(|(n, _)| *n != step.name);
-            self.fetch_cpu
-                .push((step.name.clone(), usage().0 - cpu_before));
+            let connector = sources::connector(source);
+            log::info!("fetching from {}", connector.describe());
+            let data = connector
+                .connect(self.engine, &self.manifest.engine)
+                .and_then(|()| {
+                    connector.fetch(
+                        self.engine,
+                        &self.staging.join(&step.name),
+                        self.opts.full_refresh,
+                        &self.progress,
+                    )
+                })
+                .with_context(|| connector.describe())?;
+            self.fetched.insert(
+                step.name.clone(),
+                FetchedStep {
+                    data,
+                    seconds: started.elapsed().as_secs_f64(),
+                    cpu_seconds: usage().0 - cpu_before,
+                },
+            );
         }
         Ok(())
     }
@@ -663,17 +616,11 @@ pub fn check_connections(manifest: &Manifest) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut failures = Vec::new();
     for source in &manifest.sources {
-        let described = sources::describe(source);
-        let result = match &source.kind {
-            SourceKind::Postgres(pg) => {
-                postgres::attach(&engine, &manifest.engine, &source.name, pg)
-                    .and_then(|()| postgres::check(&engine, &source.name, pg))
-                    .map(|()| format!("{} tables readable", pg.tables.len()))
-            }
-            SourceKind::S3(s3cfg) => s3::list(s3cfg).map(|objects| {
-                format!("{} objects under prefix {:?}", objects.len(), s3cfg.prefix)
-            }),
-        };
+        let connector = sources::connector(source);
+        let described = connector.describe();
+        let result = connector
+            .connect(&engine, &manifest.engine)
+            .and_then(|()| connector.check(&engine));
         match result {
             Ok(detail) => lines.push(format!("ok      {described}: {detail}")),
             Err(err) => {

@@ -111,29 +111,8 @@ fn reset_extract(
     manifest: &Manifest,
     source: &str,
 ) -> Result<(&'static str, String)> {
-    let s = literal(source);
-    Ok(match manifest.source(source).map(|s| &s.kind) {
-        Some(crate::manifest::SourceKind::Postgres(_)) => {
-            let n = engine.query_i64(&format!(
-                "select count(*) from etl.watermarks where source = {s}"
-            ))?;
-            engine.execute(&format!("delete from etl.watermarks where source = {s}"))?;
-            (
-                "watermarks cleared",
-                format!("{n} watermarks of source `{source}`: its tables are read whole next run"),
-            )
-        }
-        _ => {
-            let n = engine.query_i64(&format!(
-                "select count(*) from etl.file_ledger where source = {s}"
-            ))?;
-            engine.execute(&format!("delete from etl.file_ledger where source = {s}"))?;
-            (
-                "file ledger cleared",
-                format!(
-                    "{n} ledger entries of source `{source}`: every object is read again next run"
-                ),
-            )
-        }
-    })
+    let source = manifest
+        .source(source)
+        .expect("the manifest checks every step's source");
+    crate::sources::connector(source).reset(engine)
 }

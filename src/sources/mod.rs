@@ -1,19 +1,82 @@
-//! One module per source kind. Each knows how to describe itself in messages (never with
-//! a secret), connect, and copy its data into the raw layer with lineage.
+//! Source kinds behind one interface. A run asks each source to `fetch` what is new into
+//! local files (outside the run's transaction, so a transient fault can be retried), then
+//! has the result `load` itself into the raw layer (inside it). `etl plan` asks the same
+//! source to `plan`, which takes the same decisions as `fetch` without reading any data;
+//! `etl validate` asks it to `check`; `etl state --reset` asks it to `reset`. Adding a kind
+//! is a module here, its manifest section and a line in [`connector`].
 
 pub mod postgres;
 pub mod s3;
 
-use crate::manifest::{Source, SourceKind};
+use std::path::Path;
 
-/// How a source is named in logs and errors: its name, kind and endpoint, no secret.
-pub fn describe(source: &Source) -> String {
+use anyhow::Result;
+
+use crate::engine::Engine;
+use crate::manifest::{EngineSettings, Source, SourceKind};
+use crate::progress::Progress;
+
+/// What every source kind does.
+pub trait Connector {
+    /// How the source is named in logs and errors: its name, kind and endpoint, never a
+    /// secret.
+    fn describe(&self) -> String;
+
+    /// Makes the source reachable from `engine` (an attached database, a scoped secret).
+    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()>;
+
+    /// Checks the source answers and holds what the manifest names; says what it found.
+    fn check(&self, engine: &Engine) -> Result<String>;
+
+    /// What a run would read and write, as lines for `etl plan`, decided exactly as
+    /// [`Connector::fetch`] decides. `lake` is the tenant's lake, read-only (None before
+    /// the first run).
+    fn plan(
+        &self,
+        engine: &Engine,
+        lake: Option<&Engine>,
+        full_refresh: bool,
+    ) -> Result<Vec<String>>;
+
+    /// Reads what is new (everything with `full_refresh`) into files under `staging`.
+    /// `engine` is the tenant's lake, connected; nothing is written to it.
+    fn fetch(
+        &self,
+        engine: &Engine,
+        staging: &Path,
+        full_refresh: bool,
+        progress: &Progress,
+    ) -> Result<Box<dyn Fetched>>;
+
+    /// Forgets what the lake remembers of this source (watermarks, file ledger), so that
+    /// the next run reads everything again: (what was done, the detail).
+    fn reset(&self, engine: &Engine) -> Result<(&'static str, String)>;
+}
+
+/// What a fetch staged, waiting for the run's transaction.
+pub trait Fetched {
+    /// Loads it into the raw layer with its lineage, moving the source's state (ledger,
+    /// watermarks) with the rows; returns the rows loaded.
+    fn load(self: Box<Self>, engine: &Engine, run_id: &str, full_refresh: bool) -> Result<i64>;
+}
+
+/// The connector of a source, by its kind.
+pub fn connector(source: &Source) -> Box<dyn Connector + '_> {
     match &source.kind {
-        SourceKind::Postgres(pg) => {
-            format!("source `{}` ({})", source.name, postgres::endpoint(pg))
-        }
-        SourceKind::S3(s3) => format!("source `{}` ({})", source.name, s3::endpoint(s3)),
+        SourceKind::Postgres(pg) => Box::new(postgres::Postgres {
+            name: &source.name,
+            pg,
+        }),
+        SourceKind::S3(s3) => Box::new(s3::S3 {
+            name: &source.name,
+            s3,
+        }),
     }
+}
+
+/// How a source is named in logs and errors (see [`Connector::describe`]).
+pub fn describe(source: &Source) -> String {
+    connector(source).describe()
 }
 
 /// The raw table a source's rows land in.

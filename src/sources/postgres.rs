@@ -15,10 +15,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::engine::{ident, literal, Engine};
 use crate::manifest::{EngineSettings, PostgresSource};
+use crate::progress::Progress;
 use crate::retry::Transient;
-use crate::sources::raw_table;
+use crate::sources::{raw_table, Connector, Fetched};
 
-pub fn endpoint(pg: &PostgresSource) -> String {
+fn endpoint(pg: &PostgresSource) -> String {
     format!(
         "postgres {}:{}, database {}, user {}",
         pg.host, pg.port, pg.database, pg.user
@@ -31,7 +32,7 @@ fn alias(source: &str) -> String {
 
 /// Attaches the source as `src_<name>`. The password goes into a DuckDB secret, not into
 /// a connection string that an error message could echo.
-pub fn attach(
+fn attach(
     engine: &Engine,
     settings: &EngineSettings,
     name: &str,
@@ -61,7 +62,7 @@ pub fn attach(
 /// unreachable or says so by SQLSTATE (08 connection, 53 resources, 57P shutdown,
 /// 40001 serialization). A server that answers normally means the failure was not the
 /// connection's: it stays permanent.
-pub fn classify(pg: &PostgresSource, err: anyhow::Error) -> anyhow::Error {
+fn classify(pg: &PostgresSource, err: anyhow::Error) -> anyhow::Error {
     match probe(pg) {
         Ok(()) => err,
         Err(reason) => err.context(Transient(reason)),
@@ -123,8 +124,163 @@ pub enum Mode {
     },
 }
 
+/// A Postgres source, as the run, `etl plan`, `etl validate` and `etl state` see it.
+pub struct Postgres<'a> {
+    pub name: &'a str,
+    pub pg: &'a PostgresSource,
+}
+
+impl Connector for Postgres<'_> {
+    fn describe(&self) -> String {
+        format!("source `{}` ({})", self.name, endpoint(self.pg))
+    }
+
+    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
+        attach(engine, settings, self.name, self.pg)
+    }
+
+    fn check(&self, engine: &Engine) -> Result<String> {
+        check(engine, self.name, self.pg)?;
+        Ok(format!("{} tables readable", self.pg.tables.len()))
+    }
+
+    fn plan(
+        &self,
+        engine: &Engine,
+        lake: Option<&Engine>,
+        full_refresh: bool,
+    ) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for table in &self.pg.tables {
+            let mode = decide(lake, self.name, self.pg, table, full_refresh)?;
+            let from = format!(
+                "{}.{}.{}",
+                alias(self.name),
+                ident(&self.pg.schema),
+                ident(table)
+            );
+            let rows =
+                engine.query_i64(&format!("select count(*) from {from} {}", mode.filter()))?;
+            let (what, write) = match &mode {
+                Mode::Incremental { cursor, since, .. } => (
+                    format!(
+                        "rows with {cursor} > {since} (the watermark less {}s of lookback)",
+                        self.pg.lookback.as_secs()
+                    ),
+                    "upsert by key, deletes marked",
+                ),
+                Mode::Full => ("the whole table".to_string(), "replaced"),
+            };
+            lines.push(format!(
+                "read   {}.{table}: {what}: {rows} rows",
+                self.pg.schema
+            ));
+            lines.push(format!("write  {} ({write})", raw_table(self.name, table)));
+        }
+        Ok(lines)
+    }
+
+    fn fetch(
+        &self,
+        engine: &Engine,
+        staging: &Path,
+        full_refresh: bool,
+        _progress: &Progress,
+    ) -> Result<Box<dyn Fetched>> {
+        let tables = fetch(engine, self.name, self.pg, staging, full_refresh)?;
+        Ok(Box::new(FetchedTables {
+            name: self.name.to_string(),
+            pg: self.pg.clone(),
+            tables,
+        }))
+    }
+
+    fn reset(&self, engine: &Engine) -> Result<(&'static str, String)> {
+        let s = literal(self.name);
+        let n = engine.query_i64(&format!(
+            "select count(*) from etl.watermarks where source = {s}"
+        ))?;
+        engine.execute(&format!("delete from etl.watermarks where source = {s}"))?;
+        Ok((
+            "watermarks cleared",
+            format!(
+                "{n} watermarks of source `{}`: its tables are read whole next run",
+                self.name
+            ),
+        ))
+    }
+}
+
+/// The tables a fetch copied, waiting for the run's transaction.
+struct FetchedTables {
+    name: String,
+    pg: PostgresSource,
+    tables: Vec<FetchedTable>,
+}
+
+impl Fetched for FetchedTables {
+    fn load(self: Box<Self>, engine: &Engine, run_id: &str, _full_refresh: bool) -> Result<i64> {
+        let stats = load(engine, &self.name, &self.pg, &self.tables, run_id)?;
+        Ok(stats.iter().map(|t| t.inserted + t.updated).sum())
+    }
+}
+
+/// How a table is read this run: whole, or the rows past its watermark less the lookback.
+/// `lake` holds the watermarks (None: nothing was read before). A run and `etl plan` both
+/// decide here.
+pub fn decide(
+    lake: Option<&Engine>,
+    name: &str,
+    pg: &PostgresSource,
+    table: &str,
+    full_refresh: bool,
+) -> Result<Mode> {
+    let incremental = pg
+        .cursor
+        .as_ref()
+        .filter(|_| !pg.snapshot.iter().any(|t| t == table) && !full_refresh);
+    let (Some(cursor), Some(lake)) = (incremental, lake) else {
+        return Ok(Mode::Full);
+    };
+    let Some(wm) = watermark(lake, name, table)? else {
+        return Ok(Mode::Full);
+    };
+    let key = pg
+        .keys
+        .get(table)
+        .cloned()
+        .expect("checked by the manifest");
+    // A literal, so that the filter is sent to Postgres and uses its index.
+    let since = lake
+        .query_strings(&format!(
+            "select strftime(cast({} as timestamptz) - to_microseconds({}), '%Y-%m-%d %H:%M:%S.%f%z')",
+            literal(&wm),
+            pg.lookback.as_micros()
+        ))?
+        .remove(0)
+        .remove(0)
+        .unwrap_or_default();
+    Ok(Mode::Incremental {
+        key,
+        cursor: cursor.clone(),
+        since,
+    })
+}
+
+impl Mode {
+    /// The `where` clause that reads this mode's rows (none for a whole table).
+    fn filter(&self) -> String {
+        match self {
+            Mode::Incremental { cursor, since, .. } => {
+                format!("where {} > {}::timestamptz", ident(cursor), literal(since))
+            }
+            Mode::Full => String::new(),
+        }
+    }
+}
+
 /// Copies each table (or its new rows) to local Parquet.
-pub fn fetch(
+fn fetch(
     engine: &Engine,
     name: &str,
     pg: &PostgresSource,
@@ -137,42 +293,14 @@ pub fn fetch(
     for table in &pg.tables {
         let from = format!("{}.{}.{}", alias(name), ident(&pg.schema), ident(table));
         let rows = staging.join(format!("pg_{table}.parquet"));
-        let incremental = pg.cursor.as_ref().filter(|_| !pg.snapshot.contains(table));
-        let watermark = match incremental {
-            Some(_) if !full_refresh => watermark(engine, name, table)?,
-            _ => None,
-        };
-        let (mode, filter) = match (incremental, watermark) {
-            (Some(cursor), Some(wm)) => {
-                let key = pg
-                    .keys
-                    .get(table)
-                    .cloned()
-                    .expect("checked by the manifest");
-                // A literal, so that the filter is sent to Postgres and uses its index.
-                let since = engine
-                    .query_strings(&format!(
-                        "select strftime(cast({} as timestamptz) - to_microseconds({}), '%Y-%m-%d %H:%M:%S.%f%z')",
-                        literal(&wm),
-                        pg.lookback.as_micros()
-                    ))?
-                    .remove(0)
-                    .remove(0)
-                    .unwrap_or_default();
-                let filter = format!("where {} > {}::timestamptz", ident(cursor), literal(&since));
-                (
-                    Mode::Incremental {
-                        key,
-                        cursor: cursor.clone(),
-                        since,
-                    },
-                    filter,
-                )
-            }
-            _ => (Mode::Full, String::new()),
-        };
-        copy(engine, pg, &format!("select * from {from} {filter}"), &rows)
-            .with_context(|| format!("cannot read table {}.{table}", pg.schema))?;
+        let mode = decide(Some(engine), name, pg, table, full_refresh)?;
+        copy(
+            engine,
+            pg,
+            &format!("select * from {from} {}", mode.filter()),
+            &rows,
+        )
+        .with_context(|| format!("cannot read table {}.{table}", pg.schema))?;
         let keys = match &mode {
             Mode::Incremental { key, .. } if pg.detect_deletes => {
                 let file = staging.join(format!("pg_{table}.keys.parquet"));
@@ -228,7 +356,7 @@ pub struct TableStats {
 
 /// Loads the fetched tables into the raw layer and moves their watermarks, inside the
 /// run's transaction.
-pub fn load(
+fn load(
     engine: &Engine,
     name: &str,
     pg: &PostgresSource,
@@ -329,7 +457,7 @@ pub fn load(
 }
 
 /// Checks that the source answers and that every table it names exists.
-pub fn check(engine: &Engine, name: &str, pg: &PostgresSource) -> Result<()> {
+fn check(engine: &Engine, name: &str, pg: &PostgresSource) -> Result<()> {
     for table in &pg.tables {
         engine
             .query_i64(&format!(

@@ -14,9 +14,149 @@ use s3::{Bucket, Region};
 use crate::engine::{ident, literal, Engine};
 use crate::manifest::{EngineSettings, OnBadFile, S3Source, UrlStyle};
 use crate::progress::Progress;
-use crate::sources::raw_table;
+use crate::sources::{raw_table, Connector, Fetched};
 
-pub fn endpoint(s3: &S3Source) -> String {
+/// A bucket source, as the run, `etl plan`, `etl validate` and `etl state` see it.
+pub struct S3<'a> {
+    pub name: &'a str,
+    pub s3: &'a S3Source,
+}
+
+impl Connector for S3<'_> {
+    fn describe(&self) -> String {
+        format!("source `{}` ({})", self.name, endpoint(self.s3))
+    }
+
+    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
+        create_secret(engine, settings, self.name, self.s3)
+    }
+
+    fn check(&self, _engine: &Engine) -> Result<String> {
+        let objects = list(self.s3)?;
+        Ok(format!(
+            "{} objects under prefix {:?}",
+            objects.len(),
+            self.s3.prefix
+        ))
+    }
+
+    fn plan(
+        &self,
+        _engine: &Engine,
+        lake: Option<&Engine>,
+        full_refresh: bool,
+    ) -> Result<Vec<String>> {
+        let known = match (lake, full_refresh) {
+            (Some(engine), false) => ledger(engine, self.name)?,
+            _ => HashMap::new(),
+        };
+        let chosen = select(list(self.s3)?, &known);
+        let changed = chosen.read.iter().filter(|(_, changed)| *changed).count();
+        let bytes: u64 = chosen.read.iter().map(|(o, _)| o.size).sum();
+        let mut lines = vec![format!(
+            "read   s3://{}/{}: {} of {} objects ({changed} changed), {bytes} bytes",
+            self.s3.bucket,
+            self.s3.prefix,
+            chosen.read.len(),
+            chosen.listed,
+        )];
+        for (object, _) in chosen.read.iter().take(20) {
+            lines.push(format!("         {}", object.key));
+        }
+        if chosen.read.len() > 20 {
+            lines.push(format!("         … and {} more", chosen.read.len() - 20));
+        }
+        lines.push(format!(
+            "write  {} (rows of those objects)",
+            raw_table(self.name, &self.s3.table)
+        ));
+        Ok(lines)
+    }
+
+    fn fetch(
+        &self,
+        engine: &Engine,
+        staging: &Path,
+        full_refresh: bool,
+        progress: &Progress,
+    ) -> Result<Box<dyn Fetched>> {
+        let fetched = fetch(engine, self.name, self.s3, staging, full_refresh, progress)?;
+        Ok(Box::new(FetchedObjects {
+            name: self.name.to_string(),
+            s3: self.s3.clone(),
+            fetched,
+        }))
+    }
+
+    fn reset(&self, engine: &Engine) -> Result<(&'static str, String)> {
+        let s = literal(self.name);
+        let n = engine.query_i64(&format!(
+            "select count(*) from etl.file_ledger where source = {s}"
+        ))?;
+        engine.execute(&format!("delete from etl.file_ledger where source = {s}"))?;
+        Ok((
+            "file ledger cleared",
+            format!(
+                "{n} ledger entries of source `{}`: every object is read again next run",
+                self.name
+            ),
+        ))
+    }
+}
+
+/// The objects a fetch staged, waiting for the run's transaction.
+struct FetchedObjects {
+    name: String,
+    s3: S3Source,
+    fetched: Staging,
+}
+
+impl Fetched for FetchedObjects {
+    fn load(self: Box<Self>, engine: &Engine, run_id: &str, full_refresh: bool) -> Result<i64> {
+        let stats = load(
+            engine,
+            &self.name,
+            &self.s3,
+            &self.fetched,
+            run_id,
+            full_refresh,
+        )?;
+        log::info!(
+            "  {} objects listed: {} new or changed read, {} unchanged skipped, {} rejected",
+            stats.listed,
+            stats.loaded,
+            stats.skipped_unchanged,
+            stats.rejected
+        );
+        Ok(stats.rows)
+    }
+}
+
+/// Which listed objects a run reads: those the ledger does not hold, or holds with another
+/// ETag (`true`: changed since it was read). A run and `etl plan` both decide here.
+pub struct Selection {
+    pub listed: usize,
+    pub unchanged: usize,
+    pub read: Vec<(ObjectInfo, bool)>,
+}
+
+pub fn select(objects: Vec<ObjectInfo>, known: &HashMap<String, String>) -> Selection {
+    let mut chosen = Selection {
+        listed: objects.len(),
+        unchanged: 0,
+        read: Vec::new(),
+    };
+    for object in objects {
+        match known.get(&object.key) {
+            Some(etag) if *etag == object.etag => chosen.unchanged += 1,
+            Some(_) => chosen.read.push((object, true)),
+            None => chosen.read.push((object, false)),
+        }
+    }
+    chosen
+}
+
+fn endpoint(s3: &S3Source) -> String {
     format!("s3 {}, bucket {}", url(s3), s3.bucket)
 }
 
@@ -98,7 +238,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 /// Lets DuckDB read the bucket: a secret scoped to it.
-pub fn create_secret(
+fn create_secret(
     engine: &Engine,
     settings: &EngineSettings,
     name: &str,
@@ -191,7 +331,7 @@ fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<
 }
 
 /// The ETag of every object of this source already read: object key -> ETag.
-pub fn ledger(engine: &Engine, source: &str) -> Result<HashMap<String, String>> {
+fn ledger(engine: &Engine, source: &str) -> Result<HashMap<String, String>> {
     Ok(engine
         .query_strings(&format!(
             "select object_key, etag from etl.file_ledger where source = {}",
@@ -224,8 +364,8 @@ pub enum Staged {
     Rejected(String),
 }
 
-/// What `fetch` found in the bucket.
-pub struct Fetched {
+/// What `fetch` found in the bucket and staged.
+pub struct Staging {
     pub listed: usize,
     pub unchanged: usize,
     pub objects: Vec<StagedObject>,
@@ -234,40 +374,36 @@ pub struct Fetched {
 /// Lists the bucket and copies every new or changed object to local Parquet. Runs outside
 /// the run's transaction: a bad object fails alone, and a network fault fails the fetch
 /// before anything is written (and, being transient, may be retried).
-pub fn fetch(
+fn fetch(
     engine: &Engine,
     name: &str,
     s3: &S3Source,
     staging: &Path,
     full_refresh: bool,
     progress: &Progress,
-) -> Result<Fetched> {
+) -> Result<Staging> {
     let objects = list(s3).context("cannot list objects")?;
     let known = if full_refresh {
         HashMap::new()
     } else {
         ledger(engine, name)?
     };
+    let chosen = select(objects, &known);
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
-    let mut fetched = Fetched {
-        listed: objects.len(),
-        unchanged: 0,
+    let mut fetched = Staging {
+        listed: chosen.listed,
+        unchanged: chosen.unchanged,
         objects: Vec::new(),
     };
-    let bar = progress.bar(objects.len() as u64, "objects");
-    for (i, object) in objects.into_iter().enumerate() {
+    let bar = progress.bar(chosen.read.len() as u64, "objects");
+    for (i, (object, changed)) in chosen.read.into_iter().enumerate() {
         bar.inc(1);
-        match known.get(&object.key) {
-            Some(etag) if *etag == object.etag => {
-                fetched.unchanged += 1;
-                continue;
-            }
-            Some(_) => log::info!(
+        if changed {
+            log::info!(
                 "  {}: changed since it was read (new ETag), reading it again",
                 object.key
-            ),
-            None => {}
+            );
         }
         let state = if object.size == 0 {
             Staged::Empty
@@ -276,7 +412,7 @@ pub fn fetch(
                 None => Staged::Rejected(
                     "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
                 ),
-                                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
+                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
@@ -402,11 +538,11 @@ pub fn classify(e: &s3::error::S3Error) -> anyhow::Error {
 }
 
 /// Loads what `fetch` staged into `raw.<source>_<table>`, inside the run's transaction.
-pub fn load(
+fn load(
     engine: &Engine,
     name: &str,
     s3: &S3Source,
-    fetched: &Fetched,
+    fetched: &Staging,
     run_id: &str,
     full_refresh: bool,
 ) -> Result<ExtractStats> {
