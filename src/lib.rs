@@ -14,6 +14,7 @@ pub mod run;
 pub mod schedule;
 pub mod seed;
 pub mod sources;
+pub mod staging;
 pub mod state;
 pub mod transform;
 

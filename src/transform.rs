@@ -113,6 +113,10 @@ fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
         }
     };
     feed(env!("CARGO_PKG_VERSION").as_bytes());
+    // how each source maps to the staging contract
+    for source in &manifest.sources {
+        feed(format!("{}{:?}", source.name, source.maps).as_bytes());
+    }
     for file in &files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         feed(name.as_bytes());
@@ -186,6 +190,8 @@ pub fn run(
     for file in &macros {
         engine.execute_file(file)?;
     }
+    // the staging contract: every source's rows in the shape the models read
+    crate::staging::create(engine, manifest)?;
     engine.execute(&format!(
         "set variable since_run = {}; set variable full_recompute = {}; set variable batches = {};",
         literal(plan.since_run.as_deref().unwrap_or("")),

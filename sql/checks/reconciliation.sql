@@ -13,13 +13,12 @@ recon as (
 expected as (
     select 'provider' as entity,
            (select count(*) from omop.provider) as omop_rows,
-           (select count(*) from raw.pg_provider where _deleted_at is null)
-               + (select count(*) from raw.files_provider)
-               + (select count(*) from raw.files_provider_rejects) as raw_rows
+           (select count(*) from stg.provider where _deleted_at is null)
+               + (select count(*) from stg.provider_rejects) as raw_rows
     union all
     select 'care_site',
            (select count(*) from omop.care_site),
-                      (select count(*) from raw.pg_care_site where _deleted_at is null)
+           (select count(*) from stg.care_site where _deleted_at is null)
 )
 
 select entity || ': ' || coalesce(recon.loaded, 0) || ' rows loaded but omop.' || entity

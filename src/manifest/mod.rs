@@ -59,6 +59,8 @@ pub struct EngineSettings {
 pub struct Source {
     pub name: String,
     pub kind: SourceKind,
+    /// How the source's rows map to the staging contract, by entity (`[sources.X.map.E]`).
+    pub maps: BTreeMap<String, crate::staging::EntityMap>,
 }
 
 #[derive(Debug, Clone)]
@@ -450,7 +452,12 @@ struct SourceWire {
     table: Option<Spanned<String>>,
     columns: Option<Spanned<Vec<Spanned<String>>>>,
     on_bad_file: Option<Spanned<String>>,
+    // every kind: entity -> contract field (or `table`) -> column or expression
+    map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
 }
+
+/// One entity's mapping as written: contract field (or `table`) -> column or expression.
+type MapWire = BTreeMap<String, Spanned<String>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -676,7 +683,8 @@ fn compile(
 
     let mut sources = Vec::new();
     for (name, source) in &wire.sources {
-        if let Some(s) = compile_source(name, source, &resolve, problems) {
+        if let Some(mut s) = compile_source(name, source, &resolve, problems) {
+            s.maps = compile_maps(&s, source.get_ref(), problems);
             sources.push(s);
         }
     }
@@ -882,6 +890,113 @@ fn list_or_none(names: &[&str]) -> String {
 
 type Resolve<'a> = dyn Fn(&Spanned<String>, &str, &mut Vec<Problem>) -> Option<String> + 'a;
 
+/// The source's mappings to the staging contract: known entities and fields, the required
+/// fields present, the table a mapping reads one of the source's own.
+fn compile_maps(
+    source: &Source,
+    w: &SourceWire,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, crate::staging::EntityMap> {
+    let mut out = BTreeMap::new();
+    let Some(maps) = &w.map else {
+        return out;
+    };
+    let name = &source.name;
+    let entities: Vec<&str> = crate::staging::ENTITIES.iter().map(|(e, _)| *e).collect();
+    for (entity, map) in maps.get_ref() {
+        let key = format!("sources.{name}.map.{entity}");
+        let Some(contract) = crate::staging::fields(entity) else {
+            let hint = nearest(entity, entities.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            problems.push(Problem::new(
+                Some(map.span()),
+                format!(
+                    "`{key}`: the staging contract has no entity `{entity}`{hint}; it has {}",
+                    list_or_none(&entities)
+                ),
+            ));
+            continue;
+        };
+        let mut fields = BTreeMap::new();
+        let mut table = None;
+        for (field, value) in map.get_ref() {
+            if field == "table" {
+                table = Some(value);
+                continue;
+            }
+            if contract.iter().any(|f| f.name == field) {
+                fields.insert(field.clone(), value.get_ref().clone());
+            } else {
+                let names: Vec<&str> = contract.iter().map(|f| f.name).collect();
+                let hint = nearest(field, names.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    Some(value.span()),
+                    format!(
+                        "`{key}.{field}`: `{field}` is not a field of the staging contract's {entity}{hint}; its fields are {}",
+                        list_or_none(&names)
+                    ),
+                ));
+            }
+        }
+        for f in contract.iter().filter(|f| f.required) {
+            if !map.get_ref().contains_key(f.name) {
+                problems.push(Problem::new(
+                    Some(map.span()),
+                    format!(
+                        "`{key}` does not map `{}`, which the staging contract requires ({})",
+                        f.name, f.doc
+                    ),
+                ));
+            }
+        }
+        let raw = match (&source.kind, table) {
+            (SourceKind::Postgres(pg), Some(t)) => {
+                let t_name = t.get_ref();
+                if !pg.tables.contains(t_name) {
+                    problems.push(Problem::new(
+                        Some(t.span()),
+                        format!(
+                            "`{key}.table`: `{t_name}` is not one of the source's tables ({})",
+                            list_or_none(&pg.tables.iter().map(String::as_str).collect::<Vec<_>>())
+                        ),
+                    ));
+                } else if !pg.keys.contains_key(t_name) {
+                    problems.push(Problem::new(
+                        Some(t.span()),
+                        format!("`{key}.table`: table `{t_name}` needs a key in `sources.{name}.keys` (it identifies each row's lineage)"),
+                    ));
+                }
+                crate::sources::raw_table(name, t_name)
+            }
+            (SourceKind::Postgres(_), None) => {
+                problems.push(Problem::new(
+                    Some(map.span()),
+                    format!("`{key}` needs `table`: which of the source's tables holds the {entity} rows"),
+                ));
+                continue;
+            }
+            (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
+            (SourceKind::S3(_), Some(t)) => {
+                problems.push(Problem::new(
+                    Some(t.span()),
+                    format!(
+                        "`{key}.table` does not apply to a file source: its rows are in one table"
+                    ),
+                ));
+                continue;
+            }
+        };
+        out.insert(
+            entity.clone(),
+            crate::staging::EntityMap { table: raw, fields },
+        );
+    }
+    out
+}
+
 fn compile_source(
     name: &str,
     source: &Spanned<SourceWire>,
@@ -1073,6 +1188,7 @@ fn compile_source(
                 }
             }
             Some(Source {
+                maps: BTreeMap::new(),
                 name: name.to_string(),
                 kind: SourceKind::Postgres(PostgresSource {
                     host: host?,
@@ -1154,6 +1270,7 @@ fn compile_source(
                 }
             };
             Some(Source {
+                maps: BTreeMap::new(),
                 name: name.to_string(),
                 kind: SourceKind::S3(S3Source {
                     endpoint: endpoint?,

@@ -100,7 +100,7 @@ fn unknown_key_names_line_column_and_the_near_name() {
         project.error(&text),
         "<project>/pipelines/t.toml has 1 problem:
 
-error: unknown field `hots`, expected one of `kind`, `host`, `port`, `database`, `user`, `password`, `schema`, `tables`, `cursor`, `keys`, `lookback_seconds`, `snapshot`, `detect_deletes`, `endpoint`, `region`, `bucket`, `prefix`, `access_key_id`, `secret_access_key`, `use_ssl`, `url_style`, `table`, `columns`, `on_bad_file`
+error: unknown field `hots`, expected one of `kind`, `host`, `port`, `database`, `user`, `password`, `schema`, `tables`, `cursor`, `keys`, `lookback_seconds`, `snapshot`, `detect_deletes`, `endpoint`, `region`, `bucket`, `prefix`, `access_key_id`, `secret_access_key`, `use_ssl`, `url_style`, `table`, `columns`, `on_bad_file`, `map`
  --> <project>/pipelines/t.toml:5:1
   |
 5 | hots = \"${PG_HOST:-127.0.0.1}\"
@@ -398,4 +398,22 @@ fn transform_batches_default_and_refuse_zero() {
         report.contains("error: `engine.transform_batch_rows` must be at least 1\n --> <project>/pipelines/t.toml:4:24"),
         "{report}"
     );
+}
+
+#[test]
+fn the_manifest_page_documents_every_field_of_the_staging_contract() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/manifest.md")).unwrap();
+    for (entity, fields) in crate::staging::ENTITIES {
+        for f in *fields {
+            let row = format!(
+                "| {entity} | `{}` | {} | {} | {} |",
+                f.name,
+                f.sql_type,
+                if f.required { "yes" } else { "no" },
+                f.doc
+            );
+            assert!(doc.contains(&row), "docs/manifest.md lacks the row:\n{row}");
+        }
+    }
 }

@@ -48,6 +48,10 @@ pub trait Connector {
         progress: &Progress,
     ) -> Result<Box<dyn Fetched>>;
 
+    /// What this kind adds to each row of `raw_table` when it is mapped to the staging
+    /// contract: where the row came from, its order, how recent it is.
+    fn lineage(&self, raw_table: &str) -> crate::staging::Lineage;
+
     /// Forgets what the lake remembers of this source (watermarks, file ledger), so that
     /// the next run reads everything again: (what was done, the detail).
     fn reset(&self, engine: &Engine) -> Result<(&'static str, String)>;

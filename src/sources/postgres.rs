@@ -18,6 +18,7 @@ use crate::manifest::{EngineSettings, PostgresSource};
 use crate::progress::Progress;
 use crate::retry::Transient;
 use crate::sources::{raw_table, Connector, Fetched};
+use crate::staging::Lineage;
 
 fn endpoint(pg: &PostgresSource) -> String {
     format!(
@@ -193,6 +194,23 @@ impl Connector for Postgres<'_> {
             pg: self.pg.clone(),
             tables,
         }))
+    }
+
+    fn lineage(&self, raw: &str) -> Lineage {
+        let table = raw
+            .strip_prefix(&format!("raw.{}_", self.name))
+            .unwrap_or(raw);
+        let key = ident(self.pg.keys.get(table).expect("checked by the manifest"));
+        Lineage {
+            kind: "database",
+            source_ref: literal(table),
+            source_row: key.clone(),
+            source_order: key,
+            recency: self.pg.cursor.as_deref().map_or("null".to_string(), ident),
+            deleted_at: "_deleted_at".into(),
+            etl_columns: vec!["_run_id", "_loaded_at", "_deleted_at"],
+            rejects: None,
+        }
     }
 
     fn reset(&self, engine: &Engine) -> Result<(&'static str, String)> {

@@ -15,6 +15,7 @@ use crate::engine::{ident, literal, Engine};
 use crate::manifest::{EngineSettings, OnBadFile, S3Source, UrlStyle};
 use crate::progress::Progress;
 use crate::sources::{raw_table, Connector, Fetched};
+use crate::staging::Lineage;
 
 /// A bucket source, as the run, `etl plan`, `etl validate` and `etl state` see it.
 pub struct S3<'a> {
@@ -86,6 +87,19 @@ impl Connector for S3<'_> {
             s3: self.s3.clone(),
             fetched,
         }))
+    }
+
+    fn lineage(&self, raw: &str) -> Lineage {
+        Lineage {
+            kind: "files",
+            source_ref: "_object_key".into(),
+            source_row: "_row".into(),
+            source_order: "_row".into(),
+            recency: "_last_modified".into(),
+            deleted_at: "null".into(),
+            etl_columns: vec!["_run_id", "_loaded_at"],
+            rejects: Some(format!("{raw}_rejects")),
+        }
     }
 
     fn reset(&self, engine: &Engine) -> Result<(&'static str, String)> {

@@ -166,6 +166,34 @@ access_key_id = "${{{s3_key_var}}}"
 secret_access_key = "${{{s3_secret_var}}}"
 columns = ["ProviderName", "ProviderID", "NPI", "Specialty", "SiteName", "SourceID", "SpecSource", "IDSource"]
 
+# How each source's rows map to the staging contract (docs/manifest.md#the-staging-contract):
+# contract field = the source's column, or a DuckDB expression over its columns.
+[sources.pg.map.provider]
+table = "provider"
+name = "provider_name"
+npi = "npi"
+source_id = "provider_source_value"
+specialty = "specialty_source_value"
+site_id = "care_site_id"
+
+[sources.pg.map.care_site]
+table = "care_site"
+site_id = "care_site_id"
+name = "care_site_name"
+location_id = "location_id"
+source_value = "care_site_source_value"
+place_of_service = "place_of_service_source_value"
+place_of_service_concept_id = "place_of_service_concept_id"
+
+[sources.files.map.provider]
+name = "ProviderName"
+npi = "NPI"
+source_id = "SourceID"
+client_provider_id = "ProviderID"
+specialty = "Specialty"
+specialty_alt = "SpecSource"
+site_name = "SiteName"
+
 [[steps]]
 name = "extract_postgres"
 extract = "pg"

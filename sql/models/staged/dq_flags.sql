@@ -34,16 +34,16 @@ provider_findings as (
     where specialty_concept_id = 0 and coalesce(specialty_sent, specialty_alt_sent) is not null
     union all
     select source, source_ref, source_row, 'care_site_unknown',
-           coalesce(site_name_sent, pg_care_site_id::varchar),
+           coalesce(site_name_sent, site_id),
            'no such care site in Postgres; care_site_id left empty'
     from work.cluster_rows
-    where care_site_id is null and (site_name_sent is not null or pg_care_site_id is not null)
+    where care_site_id is null and (site_name_sent is not null or site_id is not null)
     union all
     select source, source_ref, source_row, 'source_id_mismatch', source_id_sent,
            'ProviderID ' || client_provider_id || ' disagrees with SourceID ' || source_id_sent
                || '; SourceID kept as provider_source_value'
     from work.cluster_rows
-    where source = 'files'
+    where client_provider_id is not null
       and try_cast(regexp_extract(source_id, '(\d+)$', 1) as integer)
           <> try_cast(client_provider_id as integer)
         union all

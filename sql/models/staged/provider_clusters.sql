@@ -18,9 +18,9 @@ ranked as (
         *,
         row_number() over (
             partition by cluster_key
-            order by recency desc nulls last, (source = 'pg') desc, source_ref desc,
+            order by recency desc nulls last, (source_kind = 'database') desc, source_ref desc,
                      person_name, npi_digits, source_id, specialty_source_value, site_name_key,
-                     pg_care_site_id, source_order
+                     site_id, source, source_order
         ) as newest_first
     from work.cluster_rows
 )
@@ -37,7 +37,7 @@ select
         filter (where specialty_source_value is not null) as specialty,
     -- arg_min_null: the newest row's site wins even when it is unknown (NULL), never an older guess
     arg_min_null(care_site_id, newest_first)
-        filter (where site_name_sent is not null or pg_care_site_id is not null) as care_site_id,
+        filter (where site_name_sent is not null or site_id is not null) as care_site_id,
     arg_min(source_id, newest_first)
         filter (where source_id is not null) as provider_source_value,
     count(*) as rows_in_cluster

@@ -19,45 +19,30 @@ create or replace macro etl_in_batch(source_id, npi_digits, source, source_ref, 
     or hash(coalesce(source_id, npi_digits, source || '/' || source_ref || '/' || source_row))
         % getvariable('batches') = getvariable('batch');
 
--- Every provider row of the raw layer in one shape, values as sent.
+-- Every provider row of every source in one shape, values as sent: the staging contract
+-- (stg.provider, src/staging.rs), renamed for the models.
 create or replace view work.provider_source as
 select
     -- lineage
-    'pg' as source,
-    'provider' as source_ref,
-    provider_id::varchar as source_row,
-    provider_id::bigint as source_order,
-    updated_at as recency,
+    source,
+    source_kind,
+    source_ref,
+    source_row,
+    source_order,
+    recency,
     _run_id,
     -- values as sent
-    provider_name as name_sent,
+    name as name_sent,
     npi as npi_sent,
-    provider_source_value as source_id_sent,
-    provider_id::varchar as client_provider_id,
-    specialty_source_value as specialty_sent,
-    null::varchar as specialty_alt_sent,
-    null::varchar as site_name_sent,
-    care_site_id as pg_care_site_id
-from raw.pg_provider
--- rows deleted in Postgres stay in raw with _deleted_at set; they are not loaded
-where _deleted_at is null
-union all
-select
-    'files',
-    _object_key,
-    _row::varchar,
-    _row,
-    _last_modified,
-    _run_id,
-    "ProviderName",
-    "NPI",
-    "SourceID",
-    "ProviderID",
-    "Specialty",
-    "SpecSource",
-    "SiteName",
-    null::integer
-from raw.files_provider;
+    source_id as source_id_sent,
+    client_provider_id,
+    specialty as specialty_sent,
+    specialty_alt as specialty_alt_sent,
+    site_name as site_name_sent,
+    site_id
+from stg.provider
+-- rows deleted at their source stay in raw with _deleted_at set; they are not loaded
+where _deleted_at is null;
 
 create or replace table work.changed_source as
 select * from work.provider_source
@@ -102,13 +87,13 @@ specialty_mapped as (
 ),
 
 sited as (
-    -- The care site the row names: by Postgres id, or by normalised name for files.
+    -- The care site the row names: by its id in the same source, else by normalised name.
     select
         specialty_mapped.*,
         coalesce(by_id.care_site_id, by_name.care_site_id) as care_site_id
     from specialty_mapped
     left join staged.care_site as by_id
-        on by_id.source_care_site_id = specialty_mapped.pg_care_site_id
+        on by_id.source = specialty_mapped.source and by_id.site_id = specialty_mapped.site_id
     left join (select distinct name_key, care_site_id from staged.care_site) as by_name
         on by_name.name_key = specialty_mapped.site_name_key
 )
@@ -134,7 +119,7 @@ semi join (
     select rows.source, rows.source_ref, rows.source_row
     from staged.provider_rows as rows
     left join staged.care_site as by_id
-        on by_id.source_care_site_id = rows.pg_care_site_id
+        on by_id.source = rows.source and by_id.site_id = rows.site_id
     left join (select distinct name_key, care_site_id from staged.care_site) as by_name
         on by_name.name_key = rows.site_name_key
     where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
@@ -152,8 +137,8 @@ with
 replaced_or_deleted as (
     select source, source_ref, source_row from work.new_rows
     union all
-    select 'pg', 'provider', provider_id::varchar
-    from raw.pg_provider
+    select source, source_ref, source_row
+    from stg.provider
     where _deleted_at is not null
 )
 
@@ -162,11 +147,11 @@ from staged.provider_rows
 semi join replaced_or_deleted using (source, source_ref, source_row)
 union
 -- every row of an object read again: its rows as read now are all in work.new_rows
-select source, source_ref, source_row, source_id, cluster_key
-from staged.provider_rows
-where source = 'files'
-  and source_ref in (
-      select object_key from etl.file_ledger
-      where source = 'files' and run_id > getvariable('since_run'))
-  and etl_in_batch(source_id, npi_digits, source, source_ref, source_row);
+select rows.source, rows.source_ref, rows.source_row, rows.source_id, rows.cluster_key
+from staged.provider_rows as rows
+semi join (
+    select source, object_key as source_ref from etl.file_ledger
+    where run_id > getvariable('since_run')
+) as reread using (source, source_ref)
+where etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row);
 -- etl:commit

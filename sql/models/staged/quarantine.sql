@@ -33,25 +33,20 @@ loadable as (
 ),
 
 with_record as (
-    -- the raw record exactly as it arrived, found again by its lineage
-    -- (an unmatched side of a left join is a struct of NULLs here, not NULL: pick by source)
-    select loadable.*, case loadable.source when 'pg' then to_json(p) else to_json(f) end as record
+    -- the raw record exactly as it arrived (without the columns etl adds when it loads a
+    -- row), found again by its lineage
+    select loadable.*, records.record
     from loadable
-    -- (as sent: without the columns etl adds when it loads a row)
-    left join (select * exclude (_run_id, _loaded_at, _deleted_at) from raw.pg_provider) as p
-        on loadable.source = 'pg' and p.provider_id::varchar = loadable.source_row
-    left join (select * exclude (_run_id, _loaded_at) from raw.files_provider) as f
-        on loadable.source = 'files' and f._object_key = loadable.source_ref
-       and f._row::varchar = loadable.source_row
+    left join stg.provider_records as records using (source, source_ref, source_row)
 )
 
 select 'provider' as entity, source, source_ref, source_row, rule_id, rule, reason, record
 from with_record
 union all
 select
-    'provider', 'files', object_key, line::varchar,
+    'provider', source, object_key, line::varchar,
     'Q003', 'row_unparsable', error, to_json({'line': raw_line})
-from raw.files_provider_rejects
+from stg.provider_rejects
 where getvariable('batch') = 0;
 
 create table if not exists staged.quarantine as

@@ -1,0 +1,310 @@
+//! The staging contract: one canonical shape per entity that the shared models read, and
+//! nothing else. Each source declares in its manifest how its rows map to it (a column, or
+//! a DuckDB expression, per contract field); its kind adds the lineage (which table or
+//! object, which row, how recent, deleted or not). The transform creates, in schema `stg`:
+//!
+//!   stg.<source>__<entity>   one view per source and entity: the mapping, nothing else
+//!   stg.provider             every source's provider rows        (union by name)
+//!   stg.care_site            every source's care-site rows
+//!   stg.provider_records     each provider row's raw record as sent (for the quarantine)
+//!   stg.provider_rejects     file lines no reader could parse, per source
+//!
+//! A source's quirks stay in its mapping; the models in sql/models read only `stg.*`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::engine::{ident, literal, Engine};
+use crate::manifest::{Manifest, Source};
+
+/// One field of the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub sql_type: &'static str,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+const fn field(
+    name: &'static str,
+    sql_type: &'static str,
+    required: bool,
+    doc: &'static str,
+) -> Field {
+    Field {
+        name,
+        sql_type,
+        required,
+        doc,
+    }
+}
+
+/// The entities of the contract and their fields, in order.
+pub const ENTITIES: &[(&str, &[Field])] = &[
+    (
+        "provider",
+        &[
+            field("name", "varchar", true, "the provider's name as sent"),
+            field(
+                "npi",
+                "varchar",
+                false,
+                "the NPI as sent (text: leading zeros kept)",
+            ),
+            field(
+                "source_id",
+                "varchar",
+                false,
+                "the source system's id for the provider",
+            ),
+            field(
+                "client_provider_id",
+                "varchar",
+                false,
+                "a second id the client sends, checked against source_id",
+            ),
+            field("specialty", "varchar", false, "the specialty as sent"),
+            field(
+                "specialty_alt",
+                "varchar",
+                false,
+                "a second specialty column, used when the first maps to nothing",
+            ),
+            field("site_name", "varchar", false, "the care site's name"),
+            field(
+                "site_id",
+                "varchar",
+                false,
+                "the care site's id in the same source (its care_site mapping's site_id)",
+            ),
+            field(
+                "recency",
+                "timestamptz",
+                false,
+                "how recent the row is (default: the kind's own: cursor or object time)",
+            ),
+        ],
+    ),
+    (
+        "care_site",
+        &[
+            field("site_id", "varchar", true, "the site's id in the source"),
+            field("name", "varchar", false, "the site's name"),
+            field("location_id", "integer", false, "OMOP location_id"),
+            field("source_value", "varchar", false, "care_site_source_value"),
+            field(
+                "place_of_service",
+                "varchar",
+                false,
+                "place of service as text (mapped by vocab/place_of_service.csv)",
+            ),
+            field(
+                "place_of_service_concept_id",
+                "integer",
+                false,
+                "a place-of-service concept the source sends",
+            ),
+            field(
+                "recency",
+                "timestamptz",
+                false,
+                "how recent the row is (default: the kind's own)",
+            ),
+        ],
+    ),
+];
+
+/// The fields of an entity, or None for an entity the contract does not know.
+pub fn fields(entity: &str) -> Option<&'static [Field]> {
+    ENTITIES.iter().find(|(e, _)| *e == entity).map(|(_, f)| *f)
+}
+
+/// How a source maps one entity: the raw table it reads, and contract field -> column or
+/// expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityMap {
+    pub table: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// What a source kind adds to every row it maps: SQL expressions over its raw table.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// "database" or "files": on a tie, a database row wins over a file row.
+    pub kind: &'static str,
+    pub source_ref: String,
+    pub source_row: String,
+    pub source_order: String,
+    pub recency: String,
+    pub deleted_at: String,
+    /// The columns etl added to the raw table, left out of the record as sent.
+    pub etl_columns: Vec<&'static str>,
+    /// The table of lines no reader could parse, for file sources.
+    pub rejects: Option<String>,
+}
+
+/// A mapping value as SQL: a plain column name is quoted as one (so `ProviderName` keeps
+/// its case); anything else is a DuckDB expression over the raw table's columns.
+pub fn expression(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
+        && !value.starts_with(|c: char| c.is_ascii_digit())
+        && value.trim() == value;
+    if plain {
+        ident(value)
+    } else {
+        format!("({value})")
+    }
+}
+
+/// The view of one source and entity.
+fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> String {
+    let mut select = vec![
+        format!("{} as source", literal(source)),
+        format!("{} as source_kind", literal(lineage.kind)),
+        format!("({})::varchar as source_ref", lineage.source_ref),
+        format!("({})::varchar as source_row", lineage.source_row),
+        format!(
+            "try_cast({} as bigint) as source_order",
+            lineage.source_order
+        ),
+        "_run_id".to_string(),
+        format!("({})::timestamptz as _deleted_at", lineage.deleted_at),
+    ];
+    for f in fields(entity).expect("checked by the manifest") {
+        let value = match (map.fields.get(f.name), f.name) {
+            (Some(v), _) => expression(v),
+            (None, "recency") => lineage.recency.clone(),
+            (None, _) => "null".to_string(),
+        };
+        select.push(format!("try_cast({value} as {}) as {}", f.sql_type, f.name));
+    }
+    format!(
+        "create or replace view stg.{} as\nselect\n    {}\nfrom {};\n",
+        ident(&format!("{source}__{entity}")),
+        select.join(",\n    "),
+        map.table
+    )
+}
+
+/// An empty relation of the contract's shape, so a union over no source still has one.
+fn empty(entity: &str) -> String {
+    let mut select = vec![
+        "null::varchar as source".to_string(),
+        "null::varchar as source_kind".into(),
+        "null::varchar as source_ref".into(),
+        "null::varchar as source_row".into(),
+        "null::bigint as source_order".into(),
+        "null::varchar as _run_id".into(),
+        "null::timestamptz as _deleted_at".into(),
+    ];
+    for f in fields(entity).expect("a contract entity") {
+        select.push(format!("null::{} as {}", f.sql_type, f.name));
+    }
+    format!("select {} where false", select.join(", "))
+}
+
+/// Creates the `stg` schema's views for every source whose raw table exists (a source not
+/// read yet has none, and adds no rows).
+pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
+    let existing: Vec<String> = engine
+        .query_strings(
+            "select 'raw.' || table_name from duckdb_tables() where schema_name = 'raw' \
+             and database_name = current_database()",
+        )?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    let mut sql = String::from("drop schema if exists stg cascade; create schema stg;\n");
+    let mut unions: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut records = Vec::new();
+    let mut rejects = Vec::new();
+    for source in &manifest.sources {
+        let connector = crate::sources::connector(source);
+        for (entity, map) in &source.maps {
+            if !existing.contains(&map.table) {
+                log::debug!("  stg: {} has no {} yet", map.table, source.name);
+                continue;
+            }
+            let lineage = connector.lineage(&map.table);
+            sql.push_str(&view(&source.name, entity, map, &lineage));
+            unions.entry(entity.as_str()).or_default().push(format!(
+                "select * from stg.{}",
+                ident(&format!("{}__{entity}", source.name))
+            ));
+            if entity == "provider" {
+                records.push(record(source, map, &lineage));
+                if let Some(table) = lineage.rejects.as_ref().filter(|t| existing.contains(t)) {
+                    rejects.push(format!(
+                        "select {} as source, object_key, line, error, raw_line from {table}",
+                        literal(&source.name)
+                    ));
+                }
+            }
+        }
+    }
+    for (entity, _) in ENTITIES {
+        let mut parts = unions.remove(entity).unwrap_or_default();
+        parts.push(empty(entity));
+        sql.push_str(&format!(
+            "create or replace view stg.{entity} as\n{};\n",
+            parts.join("\nunion all by name\n")
+        ));
+    }
+    records.push(
+        "select null::varchar as source, null::varchar as source_ref, \
+         null::varchar as source_row, null::json as record where false"
+            .into(),
+    );
+    sql.push_str(&format!(
+        "create or replace view stg.provider_records as\n{};\n",
+        records.join("\nunion all\n")
+    ));
+    rejects.push(
+        "select null::varchar as source, null::varchar as object_key, null::bigint as line, \
+         null::varchar as error, null::varchar as raw_line where false"
+            .into(),
+    );
+    sql.push_str(&format!(
+        "create or replace view stg.provider_rejects as\n{};\n",
+        rejects.join("\nunion all\n")
+    ));
+    engine.execute(&sql)
+}
+
+/// Each row's raw record as sent, found by its lineage.
+fn record(source: &Source, map: &EntityMap, lineage: &Lineage) -> String {
+    let exclude = if lineage.etl_columns.is_empty() {
+        String::new()
+    } else {
+        format!(" exclude ({})", lineage.etl_columns.join(", "))
+    };
+    format!(
+        "select {} as source, ({})::varchar as source_ref, ({})::varchar as source_row, \
+         to_json(r) as record from (select *{exclude} from {}) as r",
+        literal(&source.name),
+        lineage.source_ref,
+        lineage.source_row,
+        map.table
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_name_is_quoted_and_an_expression_kept() {
+        assert_eq!(expression("ProviderName"), "\"ProviderName\"");
+        assert_eq!(expression("full name"), "\"full name\"");
+        assert_eq!(
+            expression("first_name || ' ' || last_name"),
+            "(first_name || ' ' || last_name)"
+        );
+        assert_eq!(expression("upper(npi)"), "(upper(npi))");
+    }
+}
