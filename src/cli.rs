@@ -185,6 +185,10 @@ pub fn main(cli: Cli) -> Result<()> {
                 m.steps.len()
             );
             if !offline {
+                let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+                for line in crate::staging::check(&m, &names)? {
+                    println!("{line}");
+                }
                 for line in run::check_connections(&m)? {
                     println!("{line}");
                 }

@@ -217,6 +217,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         progress: Progress,
         staging: staging.clone(),
         fetched: BTreeMap::new(),
+        mappings_checked: false,
     };
     let outcome = ctx.run_steps(&steps);
     let _ = std::fs::remove_dir_all(&staging);
@@ -273,6 +274,13 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             log::error!(
                 "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged: {message}"
             );
+            if err
+                .downcast_ref::<crate::manifest::ManifestError>()
+                .is_some()
+            {
+                // a mapping the sources cannot satisfy: reported as the manifest problem it is
+                return Err(err);
+            }
             Err(anyhow!(message)).context(format!(
                 "run {run_id} of tenant `{}` failed",
                 manifest.tenant
@@ -381,6 +389,8 @@ struct RunContext<'a> {
     staging: PathBuf,
     /// What each extract step fetched, by step name.
     fetched: BTreeMap<String, FetchedStep>,
+    /// The sources' mappings were checked (once per run, not per fetch attempt).
+    mappings_checked: bool,
 }
 
 /// What one extract step fetched, and what fetching it cost.
@@ -530,10 +540,13 @@ impl RunContext<'_> {
         }
     }
 
-    /// Connects to and reads every source the selected extract steps name.
+    /// Connects to every source the selected extract steps name, checks their mappings to
+    /// the staging contract (on the first attempt: a manifest problem is not retried), then
+    /// reads each.
     fn fetch_all(&mut self, steps: &[&Step]) -> Result<()> {
         self.fetched.clear();
         let _ = std::fs::remove_dir_all(&self.staging);
+        let mut extracts = Vec::new();
         for step in steps {
             let StepAction::Extract { source } = &step.action else {
                 continue;
@@ -542,27 +555,38 @@ impl RunContext<'_> {
                 .manifest
                 .source(source)
                 .ok_or_else(|| anyhow!("step `{}` names unknown source `{source}`", step.name))?;
-            let started = Instant::now();
-            let cpu_before = usage().0;
             let connector = sources::connector(source);
             log::info!("fetching from {}", connector.describe());
-            let data = connector
+            let started = Instant::now();
+            let cpu_before = usage().0;
+            connector
                 .connect(self.engine, &self.manifest.engine)
-                .and_then(|()| {
-                    connector.fetch(
-                        self.engine,
-                        &self.staging.join(&step.name),
-                        self.opts.full_refresh,
-                        &self.progress,
-                    )
-                })
+                .with_context(|| connector.describe())?;
+            let connected = (started.elapsed().as_secs_f64(), usage().0 - cpu_before);
+            extracts.push((step, source, connector, connected));
+        }
+        if !self.mappings_checked {
+            let names: Vec<&str> = extracts.iter().map(|(_, s, ..)| s.name.as_str()).collect();
+            crate::staging::check_on(self.engine, self.manifest, &names, false)?;
+            self.mappings_checked = true;
+        }
+        for (step, _, connector, (connect_seconds, connect_cpu)) in extracts {
+            let started = Instant::now();
+            let cpu_before = usage().0;
+            let data = connector
+                .fetch(
+                    self.engine,
+                    &self.staging.join(&step.name),
+                    self.opts.full_refresh,
+                    &self.progress,
+                )
                 .with_context(|| connector.describe())?;
             self.fetched.insert(
                 step.name.clone(),
                 FetchedStep {
                     data,
-                    seconds: started.elapsed().as_secs_f64(),
-                    cpu_seconds: usage().0 - cpu_before,
+                    seconds: connect_seconds + started.elapsed().as_secs_f64(),
+                    cpu_seconds: connect_cpu + usage().0 - cpu_before,
                 },
             );
         }

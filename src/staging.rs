@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use crate::engine::{ident, literal, Engine};
-use crate::manifest::{Manifest, Source};
+use crate::engine::{ident, literal, Engine, Redactor};
+use crate::manifest::{Manifest, Problem, Source};
 
 /// One field of the contract.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +127,8 @@ pub fn fields(entity: &str) -> Option<&'static [Field]> {
 pub struct EntityMap {
     pub table: String,
     pub fields: BTreeMap<String, String>,
+    /// Where each field's value is in the manifest, for errors.
+    pub spans: BTreeMap<String, std::ops::Range<usize>>,
 }
 
 /// What a source kind adds to every row it maps: SQL expressions over its raw table.
@@ -274,6 +276,105 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
         rejects.join("\nunion all\n")
     ));
     engine.execute(&sql)
+}
+
+/// Checks every mapping of the named sources against what the source holds: each mapped
+/// column exists and each expression binds, with the value's type castable to the field's.
+/// A file source is checked against the columns it declares; a database source against
+/// its catalog (a source that cannot be reached is left to the run, which retries).
+/// Every problem at once, each at its place in the manifest.
+pub fn check(manifest: &Manifest, sources: &[&str]) -> Result<Vec<String>, anyhow::Error> {
+    let engine = Engine::in_memory(&manifest.engine, Redactor::new(manifest.secrets()))?;
+    check_on(&engine, manifest, sources, true)
+}
+
+/// [`check`] on an engine of the caller's, whose sources are already connected unless
+/// `connect` says to connect them.
+pub fn check_on(
+    engine: &Engine,
+    manifest: &Manifest,
+    sources: &[&str],
+    connect: bool,
+) -> Result<Vec<String>, anyhow::Error> {
+    let mut problems = Vec::new();
+    let mut lines = Vec::new();
+    for source in manifest
+        .sources
+        .iter()
+        .filter(|s| sources.contains(&s.name.as_str()))
+    {
+        if source.maps.is_empty() {
+            continue;
+        }
+        let connector = crate::sources::connector(source);
+        if connect {
+            if let Err(err) = connector.connect(engine, &manifest.engine) {
+                log::debug!("mapping of {} not checked: {err:#}", connector.describe());
+                continue;
+            }
+        }
+        let mut checked = 0;
+        for (entity, map) in &source.maps {
+            let Some(relation) = connector.mapped_relation(&map.table)? else {
+                continue;
+            };
+            // A table that cannot be read at all is the source's fault, not the mapping's:
+            // the fetch reports it (and retries it when that may help).
+            if let Err(err) = engine.execute(&format!("select * from {relation} limit 0")) {
+                log::debug!(
+                    "mapping of {} not checked: {err:#}",
+                    connector.describe_table(&map.table)
+                );
+                continue;
+            }
+            for f in fields(entity).expect("checked by the manifest") {
+                let Some(value) = map.fields.get(f.name) else {
+                    continue;
+                };
+                checked += 1;
+                let sql = format!(
+                    "select try_cast({} as {}) from {relation} limit 0",
+                    expression(value),
+                    f.sql_type
+                );
+                if let Err(err) = engine.execute(&sql) {
+                    let reason = binder_message(&format!("{err:#}"));
+                    problems.push(Problem::new(
+                        map.spans.get(f.name).cloned(),
+                        format!(
+                            "`sources.{}.map.{entity}.{}`: {} cannot give it: {reason}",
+                            source.name,
+                            f.name,
+                            connector.describe_table(&map.table)
+                        ),
+                    ));
+                }
+            }
+        }
+        lines.push(format!(
+            "ok      mapping of source `{}`: {checked} fields of {} bind",
+            source.name,
+            source.maps.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(lines)
+    } else {
+        Err(manifest.error(problems).into())
+    }
+}
+
+/// DuckDB's binder message without its SQL excerpt: what is missing, and the near names.
+fn binder_message(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("LINE ") && !l.starts_with('^'))
+        .collect();
+    lines
+        .join("; ")
+        .replace(" in FROM clause!", "")
+        .replace("Binder Error: ", "")
 }
 
 /// Each row's raw record as sent, found by its lineage.

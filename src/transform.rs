@@ -115,7 +115,9 @@ fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
     feed(env!("CARGO_PKG_VERSION").as_bytes());
     // how each source maps to the staging contract
     for source in &manifest.sources {
-        feed(format!("{}{:?}", source.name, source.maps).as_bytes());
+        for (entity, map) in &source.maps {
+            feed(format!("{}.{entity}:{}:{:?}", source.name, map.table, map.fields).as_bytes());
+        }
     }
     for file in &files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();

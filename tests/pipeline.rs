@@ -460,3 +460,102 @@ fn the_same_rows_in_another_order_give_the_same_outputs() {
     assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
     assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));
 }
+
+/// Sources may have any names: the sample's `pg` and `files` renamed `db` and `bucket`
+/// give the same OMOP rows, with the new names in the lineage.
+#[test]
+fn sources_can_have_any_names() {
+    let t = Tenant::with_sample("renamed");
+    t.write_manifest(|m| {
+        let m = swap(m, "[sources.pg]", "[sources.db]");
+        let m = swap(m, "[sources.pg.map.provider]", "[sources.db.map.provider]");
+        let m = swap(
+            m,
+            "[sources.pg.map.care_site]",
+            "[sources.db.map.care_site]",
+        );
+        let m = swap(m, "extract = \"pg\"", "extract = \"db\"");
+        let m = swap(m, "[sources.files]", "[sources.bucket]");
+        let m = swap(
+            m,
+            "[sources.files.map.provider]",
+            "[sources.bucket.map.provider]",
+        );
+        swap(m, "extract = \"files\"", "extract = \"bucket\"")
+    });
+    t.run_ok(&[]);
+    assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
+    assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));
+    assert_eq!(
+        t.query("select entity, source, rows_read, loaded, merged, quarantined from etl.reconciliation order by all"),
+        table(
+            "care_site | db | 10 | 9 | 1 | 0
+             provider | bucket | 21 | 15 | 4 | 2
+             provider | db | 10 | 5 | 3 | 2"
+        )
+    );
+    assert_eq!(
+        t.query("select distinct source from staged.quarantine order by 1"),
+        table("bucket\ndb")
+    );
+}
+
+/// A mapping the source cannot satisfy is refused before anything is read, by `validate`
+/// and by `run` alike: every problem at once, each with the manifest's line and column,
+/// the source, the table and the column.
+#[test]
+fn a_mapping_the_source_cannot_satisfy_is_refused_before_anything_is_read() {
+    let t = Tenant::with_sample("bad_mapping");
+    t.write_manifest(|m| {
+        let m = swap(m, "name = \"provider_name\"", "name = \"provider_nme\"");
+        swap(
+            m,
+            "specialty = \"specialty_source_value\"",
+            "specialty = \"upper(speciality)\"",
+        )
+    });
+    let m = t.manifest_arg();
+    for command in ["validate", "run"] {
+        let out = t.etl(&[command, &m]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("has 2 problems"), "{command}: {err}");
+        assert!(
+            err.contains(
+                "error: `sources.pg.map.provider.name`: table public.provider of source `pg` cannot give it: Referenced column \"provider_nme\" not found"
+            ),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains("Candidate bindings: \"provider_name\""),
+            "{command}: {err}"
+        );
+        assert!(err.contains(".toml:43:8"), "{command}: {err}");
+        assert!(
+            err.contains("error: `sources.pg.map.provider.specialty`: table public.provider of source `pg` cannot give it: Referenced column \"speciality\" not found"),
+            "{command}: {err}"
+        );
+    }
+    // nothing was read: no raw table, no ledger entry, nothing published
+    assert_eq!(
+        t.query("select count(*) from duckdb_tables() where schema_name = 'raw'"),
+        table("0")
+    );
+    assert_eq!(t.query("select count(*) from etl.file_ledger"), table("0"));
+    assert!(!t.lake().join("omop/current").exists());
+}
+
+/// A file source's mapping names the columns it declares; a wrong one is caught when the
+/// manifest is read, with the near name.
+#[test]
+fn a_file_mapping_to_an_undeclared_column_is_a_manifest_error() {
+    let t = Tenant::with_sample("bad_file_mapping");
+    t.write_manifest(|m| swap(m, "site_name = \"SiteName\"", "site_name = \"Site_Name\""));
+    let out = t.run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: `sources.files.map.provider.site_name`: column `Site_Name` is not one of source `files`'s `columns` (did you mean `SiteName`?)"),
+        "{err}"
+    );
+}

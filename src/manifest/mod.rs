@@ -38,6 +38,9 @@ pub struct Manifest {
     pub files: Vec<PathBuf>,
     /// Keys whose secret is written in the manifest as text rather than `${VAR}`.
     pub literal_secrets: Vec<String>,
+    /// The text the manifest was parsed from (with a base, the merged text), so that checks
+    /// made later (a mapping against its source) can point at a line.
+    pub text: String,
 }
 
 /// Raw rows per transform batch unless the manifest says otherwise: a batch of 2M rows
@@ -295,6 +298,17 @@ pub struct ManifestError {
     pub problems: Vec<Problem>,
 }
 
+impl Manifest {
+    /// An error that points into this manifest's text, for problems found after parsing.
+    pub fn error(&self, problems: Vec<Problem>) -> ManifestError {
+        ManifestError {
+            path: self.path.clone(),
+            text: self.text.clone(),
+            problems,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub span: Option<Range<usize>>,
@@ -303,14 +317,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         Problem {
             span,
             message: message.into(),
             help: None,
         }
     }
-    fn help(mut self, help: impl Into<String>) -> Self {
+    pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
@@ -484,7 +498,10 @@ pub fn parse(
     // In the order of the file; problems without a place last.
     problems.sort_by_key(|p| p.span.as_ref().map_or(usize::MAX, |s| s.start));
     match manifest {
-        Some(m) if problems.is_empty() => Ok(m),
+        Some(mut m) if problems.is_empty() => {
+            m.text = text.to_string();
+            Ok(m)
+        }
         _ => Err(ManifestError {
             path: path.to_path_buf(),
             text: text.to_string(),
@@ -873,6 +890,7 @@ fn compile(
         retry,
         files: vec![path.to_path_buf()],
         literal_secrets,
+        text: String::new(),
     })
 }
 
@@ -919,6 +937,7 @@ fn compile_maps(
             continue;
         };
         let mut fields = BTreeMap::new();
+        let mut spans = BTreeMap::new();
         let mut table = None;
         for (field, value) in map.get_ref() {
             if field == "table" {
@@ -927,6 +946,22 @@ fn compile_maps(
             }
             if contract.iter().any(|f| f.name == field) {
                 fields.insert(field.clone(), value.get_ref().clone());
+                spans.insert(field.clone(), value.span());
+                if let SourceKind::S3(s3) = &source.kind {
+                    let v = value.get_ref();
+                    let plain = crate::staging::expression(v).starts_with('"');
+                    if plain && !s3.columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
+                        let hint = nearest(v, s3.columns.iter().map(String::as_str))
+                            .map(|n| format!(" (did you mean `{n}`?)"))
+                            .unwrap_or_default();
+                        problems.push(Problem::new(
+                            Some(value.span()),
+                            format!(
+                                "`{key}.{field}`: column `{v}` is not one of source `{name}`'s `columns`{hint}"
+                            ),
+                        ));
+                    }
+                }
             } else {
                 let names: Vec<&str> = contract.iter().map(|f| f.name).collect();
                 let hint = nearest(field, names.iter().copied())
@@ -991,7 +1026,11 @@ fn compile_maps(
         };
         out.insert(
             entity.clone(),
-            crate::staging::EntityMap { table: raw, fields },
+            crate::staging::EntityMap {
+                table: raw,
+                fields,
+                spans,
+            },
         );
     }
     out

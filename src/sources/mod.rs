@@ -52,6 +52,13 @@ pub trait Connector {
     /// contract: where the row came from, its order, how recent it is.
     fn lineage(&self, raw_table: &str) -> crate::staging::Lineage;
 
+    /// A relation with the columns `raw_table` has (or will have once loaded), for checking
+    /// a mapping before anything is read; None when it cannot be known ahead.
+    fn mapped_relation(&self, raw_table: &str) -> Result<Option<String>>;
+
+    /// How the rows behind `raw_table` are named in a message.
+    fn describe_table(&self, raw_table: &str) -> String;
+
     /// Forgets what the lake remembers of this source (watermarks, file ledger), so that
     /// the next run reads everything again: (what was done, the detail).
     fn reset(&self, engine: &Engine) -> Result<(&'static str, String)>;

@@ -196,10 +196,26 @@ impl Connector for Postgres<'_> {
         }))
     }
 
+    fn mapped_relation(&self, raw: &str) -> Result<Option<String>> {
+        Ok(Some(format!(
+            "{}.{}.{}",
+            alias(self.name),
+            ident(&self.pg.schema),
+            ident(self.table_of(raw))
+        )))
+    }
+
+    fn describe_table(&self, raw: &str) -> String {
+        format!(
+            "table {}.{} of source `{}`",
+            self.pg.schema,
+            self.table_of(raw),
+            self.name
+        )
+    }
+
     fn lineage(&self, raw: &str) -> Lineage {
-        let table = raw
-            .strip_prefix(&format!("raw.{}_", self.name))
-            .unwrap_or(raw);
+        let table = self.table_of(raw);
         let key = ident(self.pg.keys.get(table).expect("checked by the manifest"));
         Lineage {
             kind: "database",
@@ -226,6 +242,14 @@ impl Connector for Postgres<'_> {
                 self.name
             ),
         ))
+    }
+}
+
+impl Postgres<'_> {
+    /// The source table behind one of this source's raw tables.
+    fn table_of<'r>(&self, raw: &'r str) -> &'r str {
+        raw.strip_prefix(&format!("raw.{}_", self.name))
+            .unwrap_or(raw)
     }
 }
 

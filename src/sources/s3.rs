@@ -89,6 +89,32 @@ impl Connector for S3<'_> {
         }))
     }
 
+    fn mapped_relation(&self, _raw: &str) -> Result<Option<String>> {
+        // the raw table's shape: the declared columns, as text, and what etl adds
+        let mut cols: Vec<String> = self
+            .s3
+            .columns
+            .iter()
+            .map(|c| format!("null::varchar as {}", ident(c)))
+            .collect();
+        cols.extend(
+            [
+                "null::varchar as _object_key",
+                "null::bigint as _row",
+                "null::varchar as _format",
+                "null::varchar as _etag",
+                "null::timestamptz as _last_modified",
+                "null::varchar as _extra",
+            ]
+            .map(String::from),
+        );
+        Ok(Some(format!("(select {})", cols.join(", "))))
+    }
+
+    fn describe_table(&self, _raw: &str) -> String {
+        format!("the files of source `{}` (its `columns`)", self.name)
+    }
+
     fn lineage(&self, raw: &str) -> Lineage {
         Lineage {
             kind: "files",
