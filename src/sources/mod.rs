@@ -5,6 +5,7 @@
 //! `etl validate` asks it to `check`; `etl state --reset` asks it to `reset`. Adding a kind
 //! is a module here, its manifest section and a line in [`connector`].
 
+pub mod files;
 pub mod postgres;
 pub mod s3;
 
@@ -78,9 +79,10 @@ pub fn connector(source: &Source) -> Box<dyn Connector + '_> {
             name: &source.name,
             pg,
         }),
-        SourceKind::S3(s3) => Box::new(s3::S3 {
+        SourceKind::S3(s3) => Box::new(files::FileSource {
             name: &source.name,
-            s3,
+            files: s3::S3Store::settings(s3),
+            store: Box::new(s3::S3Store { s3 }),
         }),
     }
 }

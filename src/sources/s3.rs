@@ -1,199 +1,57 @@
-//! Files in an S3 bucket (MinIO, AWS S3, SeaweedFS: one endpoint setting apart). Objects
-//! are listed with their ETag; an object already in the ledger with the same ETag is not
-//! read again. Each new object is read on its own through DuckDB's httpfs, so a bad file
-//! is recorded and skipped while the good ones load.
+//! Files in an S3 bucket (MinIO, AWS S3, SeaweedFS: one endpoint setting apart): the
+//! bucket as a [`Store`]. Objects are listed with their ETag and read through DuckDB's
+//! httpfs with a secret scoped to the bucket; what is done with them is `files`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
 use s3::creds::Credentials;
 use s3::{Bucket, Region};
 
-use crate::engine::{ident, literal, Engine};
-use crate::manifest::{EngineSettings, OnBadFile, S3Source, UrlStyle};
-use crate::progress::Progress;
-use crate::sources::{raw_table, Connector, Fetched};
-use crate::staging::Lineage;
+use crate::engine::{literal, Engine};
+use crate::manifest::{EngineSettings, S3Source, UrlStyle};
+use crate::sources::files::{FileSettings, ObjectInfo, Probe, Store};
 
-/// A bucket source, as the run, `etl plan`, `etl validate` and `etl state` see it.
-pub struct S3<'a> {
-    pub name: &'a str,
+/// The bucket of a source.
+pub struct S3Store<'a> {
     pub s3: &'a S3Source,
 }
 
-impl Connector for S3<'_> {
-    fn describe(&self) -> String {
-        format!("source `{}` ({})", self.name, endpoint(self.s3))
-    }
-
-    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
-        create_secret(engine, settings, self.name, self.s3)
-    }
-
-    fn check(&self, _engine: &Engine) -> Result<String> {
-        let objects = list(self.s3)?;
-        Ok(format!(
-            "{} objects under prefix {:?}",
-            objects.len(),
-            self.s3.prefix
-        ))
-    }
-
-    fn plan(
-        &self,
-        _engine: &Engine,
-        lake: Option<&Engine>,
-        full_refresh: bool,
-    ) -> Result<Vec<String>> {
-        let known = match (lake, full_refresh) {
-            (Some(engine), false) => ledger(engine, self.name)?,
-            _ => HashMap::new(),
-        };
-        let chosen = select(list(self.s3)?, &known);
-        let changed = chosen.read.iter().filter(|(_, changed)| *changed).count();
-        let bytes: u64 = chosen.read.iter().map(|(o, _)| o.size).sum();
-        let mut lines = vec![format!(
-            "read   s3://{}/{}: {} of {} objects ({changed} changed), {bytes} bytes",
-            self.s3.bucket,
-            self.s3.prefix,
-            chosen.read.len(),
-            chosen.listed,
-        )];
-        for (object, _) in chosen.read.iter().take(20) {
-            lines.push(format!("         {}", object.key));
+impl S3Store<'_> {
+    /// What the bucket's files become.
+    pub fn settings(s3: &S3Source) -> FileSettings {
+        FileSettings {
+            table: s3.table.clone(),
+            columns: s3.columns.clone(),
+            on_bad_file: s3.on_bad_file,
         }
-        if chosen.read.len() > 20 {
-            lines.push(format!("         … and {} more", chosen.read.len() - 20));
-        }
-        lines.push(format!(
-            "write  {} (rows of those objects)",
-            raw_table(self.name, &self.s3.table)
-        ));
-        Ok(lines)
-    }
-
-    fn fetch(
-        &self,
-        engine: &Engine,
-        staging: &Path,
-        full_refresh: bool,
-        progress: &Progress,
-    ) -> Result<Box<dyn Fetched>> {
-        let fetched = fetch(engine, self.name, self.s3, staging, full_refresh, progress)?;
-        Ok(Box::new(FetchedObjects {
-            name: self.name.to_string(),
-            s3: self.s3.clone(),
-            fetched,
-        }))
-    }
-
-    fn mapped_relation(&self, _raw: &str) -> Result<Option<String>> {
-        // the raw table's shape: the declared columns, as text, and what etl adds
-        let mut cols: Vec<String> = self
-            .s3
-            .columns
-            .iter()
-            .map(|c| format!("null::varchar as {}", ident(c)))
-            .collect();
-        cols.extend(
-            [
-                "null::varchar as _object_key",
-                "null::bigint as _row",
-                "null::varchar as _format",
-                "null::varchar as _etag",
-                "null::timestamptz as _last_modified",
-                "null::varchar as _extra",
-            ]
-            .map(String::from),
-        );
-        Ok(Some(format!("(select {})", cols.join(", "))))
-    }
-
-    fn describe_table(&self, _raw: &str) -> String {
-        format!("the files of source `{}` (its `columns`)", self.name)
-    }
-
-    fn lineage(&self, raw: &str) -> Lineage {
-        Lineage {
-            kind: "files",
-            source_ref: "_object_key".into(),
-            source_row: "_row".into(),
-            source_order: "_row".into(),
-            recency: "_last_modified".into(),
-            deleted_at: "null".into(),
-            etl_columns: vec!["_run_id", "_loaded_at"],
-            rejects: Some(format!("{raw}_rejects")),
-        }
-    }
-
-    fn reset(&self, engine: &Engine) -> Result<(&'static str, String)> {
-        let s = literal(self.name);
-        let n = engine.query_i64(&format!(
-            "select count(*) from etl.file_ledger where source = {s}"
-        ))?;
-        engine.execute(&format!("delete from etl.file_ledger where source = {s}"))?;
-        Ok((
-            "file ledger cleared",
-            format!(
-                "{n} ledger entries of source `{}`: every object is read again next run",
-                self.name
-            ),
-        ))
     }
 }
 
-/// The objects a fetch staged, waiting for the run's transaction.
-struct FetchedObjects {
-    name: String,
-    s3: S3Source,
-    fetched: Staging,
-}
-
-impl Fetched for FetchedObjects {
-    fn load(self: Box<Self>, engine: &Engine, run_id: &str, full_refresh: bool) -> Result<i64> {
-        let stats = load(
-            engine,
-            &self.name,
-            &self.s3,
-            &self.fetched,
-            run_id,
-            full_refresh,
-        )?;
-        log::info!(
-            "  {} objects listed: {} new or changed read, {} unchanged skipped, {} rejected",
-            stats.listed,
-            stats.loaded,
-            stats.skipped_unchanged,
-            stats.rejected
-        );
-        Ok(stats.rows)
+impl Store for S3Store<'_> {
+    fn endpoint(&self) -> String {
+        endpoint(self.s3)
     }
-}
 
-/// Which listed objects a run reads: those the ledger does not hold, or holds with another
-/// ETag (`true`: changed since it was read). A run and `etl plan` both decide here.
-pub struct Selection {
-    pub listed: usize,
-    pub unchanged: usize,
-    pub read: Vec<(ObjectInfo, bool)>,
-}
-
-pub fn select(objects: Vec<ObjectInfo>, known: &HashMap<String, String>) -> Selection {
-    let mut chosen = Selection {
-        listed: objects.len(),
-        unchanged: 0,
-        read: Vec::new(),
-    };
-    for object in objects {
-        match known.get(&object.key) {
-            Some(etag) if *etag == object.etag => chosen.unchanged += 1,
-            Some(_) => chosen.read.push((object, true)),
-            None => chosen.read.push((object, false)),
-        }
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.s3.bucket, self.s3.prefix)
     }
-    chosen
+
+    fn connect(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()> {
+        create_secret(engine, settings, name, self.s3)
+    }
+
+    fn list(&self) -> Result<Vec<ObjectInfo>> {
+        list(self.s3)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.s3.bucket)
+    }
+
+    fn probe(&self, object: &ObjectInfo) -> Probe {
+        probe(self.s3, object)
+    }
 }
 
 fn endpoint(s3: &S3Source) -> String {
@@ -231,14 +89,6 @@ pub fn bucket(s3: &S3Source) -> Result<Box<Bucket>> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub etag: String,
-    pub size: u64,
-    pub last_modified: String,
-}
-
 /// Every object under the source's prefix, sorted by key.
 pub fn list(s3: &S3Source) -> Result<Vec<ObjectInfo>> {
     let bucket = bucket(s3)?;
@@ -251,6 +101,7 @@ pub fn list(s3: &S3Source) -> Result<Vec<ObjectInfo>> {
         .filter(|o| !o.key.ends_with('/'))
         .map(|o| ObjectInfo {
             etag: o.e_tag.unwrap_or_default().trim_matches('"').to_string(),
+            url: format!("s3://{}/{}", s3.bucket, o.key),
             key: o.key,
             size: o.size,
             last_modified: o.last_modified,
@@ -305,237 +156,7 @@ fn create_secret(
     ))
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ExtractStats {
-    pub listed: usize,
-    pub skipped_unchanged: usize,
-    pub loaded: usize,
-    pub rejected: usize,
-    pub rows: i64,
-    pub rejected_rows: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Json,
-}
-
-fn format_of(key: &str) -> Option<Format> {
-    let lower = key.to_ascii_lowercase();
-    let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
-    if lower.ends_with(".csv") || lower.ends_with(".txt") || lower.ends_with(".tsv") {
-        Some(Format::Csv)
-    } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
-        Some(Format::Json)
-    } else {
-        None
-    }
-}
-
-/// Creates the raw table for this source if needed, and checks an existing one still has
-/// the columns the manifest expects.
-fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<()> {
-    let mut cols = vec![
-        "_object_key varchar not null".to_string(),
-        "_row bigint not null".to_string(),
-        "_format varchar not null".to_string(),
-        "_etag varchar not null".to_string(),
-        "_last_modified timestamptz".to_string(),
-        "_run_id varchar not null".to_string(),
-        "_loaded_at timestamptz not null".to_string(),
-    ];
-    cols.extend(columns.iter().map(|c| format!("{} varchar", ident(c))));
-    cols.push("_extra varchar".to_string());
-    engine.execute(&format!(
-        "create table if not exists {table} ({})",
-        cols.join(", ")
-    ))?;
-    engine.execute(&format!(
-        "create table if not exists {table}_rejects (object_key varchar not null, line bigint, \
-         raw_line varchar, error varchar, run_id varchar not null)"
-    ))?;
-    let have: Vec<String> = engine
-        .columns_of(&format!("select * from {table}"))?
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| !name.starts_with('_'))
-        .collect();
-    if have != columns {
-        bail!(
-            "{table} holds columns {have:?} but the manifest now expects {columns:?}: \
-             rerun with --full-refresh to reload every file with the new columns"
-        );
-    }
-    Ok(())
-}
-
-/// The ETag of every object of this source already read: object key -> ETag.
-fn ledger(engine: &Engine, source: &str) -> Result<HashMap<String, String>> {
-    Ok(engine
-        .query_strings(&format!(
-            "select object_key, etag from etl.file_ledger where source = {}",
-            literal(source)
-        ))?
-        .into_iter()
-        .map(|r| {
-            (
-                r[0].clone().unwrap_or_default(),
-                r[1].clone().unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-/// One object as `fetch` left it for `load`.
-pub struct StagedObject {
-    pub object: ObjectInfo,
-    pub state: Staged,
-}
-
-pub enum Staged {
-    /// Local Parquet of the object's records, and of the lines the reader could not parse.
-    Data {
-        format: Format,
-        records: PathBuf,
-        rejects: Option<PathBuf>,
-    },
-    Empty,
-    Rejected(String),
-}
-
-/// What `fetch` found in the bucket and staged.
-pub struct Staging {
-    pub listed: usize,
-    pub unchanged: usize,
-    pub objects: Vec<StagedObject>,
-}
-
-/// Lists the bucket and copies every new or changed object to local Parquet. Runs outside
-/// the run's transaction: a bad object fails alone, and a network fault fails the fetch
-/// before anything is written (and, being transient, may be retried).
-fn fetch(
-    engine: &Engine,
-    name: &str,
-    s3: &S3Source,
-    staging: &Path,
-    full_refresh: bool,
-    progress: &Progress,
-) -> Result<Staging> {
-    let objects = list(s3).context("cannot list objects")?;
-    let known = if full_refresh {
-        HashMap::new()
-    } else {
-        ledger(engine, name)?
-    };
-    let chosen = select(objects, &known);
-    std::fs::create_dir_all(staging)
-        .with_context(|| format!("cannot create {}", staging.display()))?;
-    let mut fetched = Staging {
-        listed: chosen.listed,
-        unchanged: chosen.unchanged,
-        objects: Vec::new(),
-    };
-    let bar = progress.bar(chosen.read.len() as u64, "objects");
-    for (i, (object, changed)) in chosen.read.into_iter().enumerate() {
-        bar.inc(1);
-        if changed {
-            log::info!(
-                "  {}: changed since it was read (new ETag), reading it again",
-                object.key
-            );
-        }
-        let state = if object.size == 0 {
-            Staged::Empty
-        } else {
-            match format_of(&object.key) {
-                None => Staged::Rejected(
-                    "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
-                ),
-                Some(format) => match fetch_object(engine, s3, &object, format, staging, i) {
-                    Ok(state) => {
-                        log::debug!("  fetched {} ({} bytes)", object.key, object.size);
-                        state
-                    }
-                    // Is the object bad, or did the source fail? Ask the source, not the text.
-                    Err(err) => match probe_object(s3, &object) {
-                        Probe::Same => Staged::Rejected(format!("{err:#}")),
-                        Probe::Changed => Staged::Rejected(format!(
-                            "the object changed while it was read; it will be read again next run ({err:#})"
-                        )),
-                        Probe::Failed(transient) => {
-                            return Err(transient)
-                                .context(format!("reading s3://{}/{} failed: {err:#}", s3.bucket, object.key))
-                        }
-                    },
-                },
-            }
-        };
-        if let (Staged::Rejected(reason), OnBadFile::Fail) = (&state, s3.on_bad_file) {
-            bail!(
-                "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
-                s3.bucket,
-                object.key
-            );
-        }
-        fetched.objects.push(StagedObject { object, state });
-    }
-    bar.finish_and_clear();
-    Ok(fetched)
-}
-
-fn fetch_object(
-    engine: &Engine,
-    s3: &S3Source,
-    object: &ObjectInfo,
-    format: Format,
-    staging: &Path,
-    n: usize,
-) -> Result<Staged> {
-    let url = literal(&format!("s3://{}/{}", s3.bucket, object.key));
-    let records = staging.join(format!("{n:06}.parquet"));
-    let rejects = staging.join(format!("{n:06}.rejects.parquet"));
-    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
-    let reader = match format {
-        Format::Csv => format!(
-            "read_csv({url}, all_varchar = true, header = true, store_rejects = true, \
-             rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan')"
-        ),
-        Format::Json => format!("read_json({url}, format = 'auto')"),
-    };
-    engine.execute(&format!(
-        "copy (select * from {reader}) to {} (format parquet)",
-        literal(&records.to_string_lossy())
-    ))?;
-    let mut rejects_file = None;
-    if format == Format::Csv && engine.query_i64("select count(*) from _etl_rejects")? > 0 {
-        // The reader may report one line several times (once per bad field): one row each.
-        engine.execute(&format!(
-            "copy (select line, first(csv_line order by column_idx) as raw_line,
-                          string_agg(distinct error_type || ': ' || error_message, '; ') as error
-                   from _etl_rejects group by line order by line)
-             to {} (format parquet)",
-            literal(&rejects.to_string_lossy())
-        ))?;
-        rejects_file = Some(rejects);
-    }
-    Ok(Staged::Data {
-        format,
-        records,
-        rejects: rejects_file,
-    })
-}
-
-enum Probe {
-    /// The object is there, unchanged: a failed read was the file's fault.
-    Same,
-    /// The object was replaced meanwhile.
-    Changed,
-    /// The source itself failed.
-    Failed(anyhow::Error),
-}
-
-fn probe_object(s3: &S3Source, object: &ObjectInfo) -> Probe {
+fn probe(s3: &S3Source, object: &ObjectInfo) -> Probe {
     let bucket = match bucket(s3) {
         Ok(b) => b,
         Err(e) => return Probe::Failed(e),
@@ -555,7 +176,7 @@ fn probe_object(s3: &S3Source, object: &ObjectInfo) -> Probe {
 
 /// An S3 failure as an error, marked transient when the status or transport says so:
 /// 5xx, 429 (and SlowDown, a 503), refused, reset or timed-out connections.
-pub fn classify(e: &s3::error::S3Error) -> anyhow::Error {
+fn classify(e: &s3::error::S3Error) -> anyhow::Error {
     use s3::error::S3Error as E;
     let transient = match e {
         E::HttpFailWithBody(status, _) => *status >= 500 || *status == 429,
@@ -577,277 +198,9 @@ pub fn classify(e: &s3::error::S3Error) -> anyhow::Error {
     }
 }
 
-/// Loads what `fetch` staged into `raw.<source>_<table>`, inside the run's transaction.
-fn load(
-    engine: &Engine,
-    name: &str,
-    s3: &S3Source,
-    fetched: &Staging,
-    run_id: &str,
-    full_refresh: bool,
-) -> Result<ExtractStats> {
-    let table = raw_table(name, &s3.table);
-    if full_refresh {
-        engine.execute(&format!(
-            "drop table if exists {table}; drop table if exists {table}_rejects; \
-             delete from etl.file_ledger where source = {};",
-            literal(name)
-        ))?;
-    }
-    ensure_raw_table(engine, &table, &s3.columns)?;
-    let mut stats = ExtractStats {
-        listed: fetched.listed,
-        skipped_unchanged: fetched.unchanged,
-        ..Default::default()
-    };
-    for staged in &fetched.objects {
-        let object = &staged.object;
-        // A changed object replaces what was read from it before.
-        engine.execute(&format!(
-            "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
-            k = literal(&object.key)
-        ))?;
-        let outcome = match &staged.state {
-            Staged::Empty => {
-                log::warn!("  {}: empty object (0 bytes), nothing to load", object.key);
-                stats.loaded += 1;
-                Outcome::Empty
-            }
-            Staged::Rejected(reason) => Outcome::Rejected(reason.clone()),
-            Staged::Data {
-                format,
-                records,
-                rejects,
-            } => {
-                match load_object(
-                    engine,
-                    &table,
-                    name,
-                    s3,
-                    object,
-                    *format,
-                    records,
-                    rejects.as_deref(),
-                    run_id,
-                )? {
-                    Ok((rows, rejected_rows)) => {
-                        stats.loaded += 1;
-                        stats.rows += rows;
-                        stats.rejected_rows += rejected_rows;
-                        let note = if rejected_rows > 0 {
-                            format!(", {rejected_rows} unparsable rows quarantined")
-                        } else {
-                            String::new()
-                        };
-                        log::info!("  {}: {rows} rows{note}", object.key);
-                        Outcome::Loaded {
-                            rows,
-                            rejected_rows,
-                        }
-                    }
-                    Err(reason) => {
-                        if s3.on_bad_file == OnBadFile::Fail {
-                            bail!(
-                                "bad file s3://{}/{}: {reason} (on_bad_file = \"fail\")",
-                                s3.bucket,
-                                object.key
-                            );
-                        }
-                        Outcome::Rejected(reason)
-                    }
-                }
-            }
-        };
-        if let Outcome::Rejected(reason) = &outcome {
-            stats.rejected += 1;
-            log::warn!(
-                "  {}: rejected, the other files go on: {reason}",
-                object.key
-            );
-        }
-        record(engine, name, object, run_id, &outcome)?;
-    }
-    Ok(stats)
-}
-
-/// What reading an object came to, as the ledger records it.
-enum Outcome {
-    Loaded { rows: i64, rejected_rows: i64 },
-    Empty,
-    Rejected(String),
-}
-
-fn record(
-    engine: &Engine,
-    source: &str,
-    object: &ObjectInfo,
-    run_id: &str,
-    outcome: &Outcome,
-) -> Result<()> {
-    let (rows, rejected_rows, status, error) = match outcome {
-        Outcome::Loaded {
-            rows,
-            rejected_rows,
-        } => (*rows, *rejected_rows, "loaded", None),
-        Outcome::Empty => (0, 0, "empty", None),
-        Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str())),
-    };
-    engine.execute(&format!(
-        "delete from etl.file_ledger where source = {s} and object_key = {k};
-         insert into etl.file_ledger values ({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error});",
-        s = literal(source),
-        k = literal(&object.key),
-        etag = literal(&object.etag),
-        size = object.size,
-        lm = literal(&object.last_modified),
-        run = literal(run_id),
-        status = literal(status),
-        error = error.map_or("null".to_string(), literal),
-    ))
-}
-
-/// Loads one staged object. The outer error is the engine's (it ends the run); the inner
-/// one says why the file is not one of this source's and is recorded as a rejection.
-#[allow(clippy::too_many_arguments)]
-fn load_object(
-    engine: &Engine,
-    table: &str,
-    source: &str,
-    s3: &S3Source,
-    object: &ObjectInfo,
-    format: Format,
-    records: &Path,
-    rejects: Option<&Path>,
-    run_id: &str,
-) -> Result<std::result::Result<(i64, i64), String>> {
-    let data = format!("read_parquet({})", literal(&records.to_string_lossy()));
-    // Match the file's columns to the expected ones (names compared without case).
-    let actual = engine.columns_of(&format!("select * from {data}"))?;
-    let find = |want: &str| {
-        actual
-            .iter()
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case(want))
-    };
-    let as_text = |name: &str, ty: &str| {
-        let upper = ty.to_ascii_uppercase();
-        if upper == "VARCHAR" {
-            ident(name)
-        } else if upper == "JSON" {
-            // mixed types in one field (a string here, a number there): the text of each
-            format!("({} ->> '$')", ident(name))
-        } else if upper.starts_with("STRUCT") || upper.starts_with("MAP") || upper.ends_with(']') {
-            format!("to_json({})::varchar", ident(name))
-        } else {
-            format!("{}::varchar", ident(name))
-        }
-    };
-    let mut selects = Vec::new();
-    let mut missing = Vec::new();
-    for want in &s3.columns {
-        match find(want) {
-            Some((name, ty)) => selects.push(as_text(name, ty)),
-            None => {
-                missing.push(want.clone());
-                selects.push("null".to_string());
-            }
-        }
-    }
-    let records_read = engine.query_i64(&format!("select count(*) from {data}"))?;
-    if missing.len() == s3.columns.len() && (records_read > 0 || rejects.is_none()) {
-        let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
-        return Ok(Err(format!(
-            "none of the expected columns is in the file (found {found:?}, expected {:?}): \
-             not a {} file of this source, or a different layout",
-            s3.columns,
-            match format {
-                Format::Csv => "CSV",
-                Format::Json => "JSON",
-            }
-        )));
-    }
-    let extra: Vec<&(String, String)> = actual
-        .iter()
-        .filter(|(name, _)| {
-            !s3.columns
-                .iter()
-                .any(|c| name.trim().eq_ignore_ascii_case(c))
-        })
-        .collect();
-    let extra_json = if extra.is_empty() {
-        "null".to_string()
-    } else {
-        let fields: Vec<String> = extra
-            .iter()
-            .map(|(n, _)| format!("{} := {}", ident(n), ident(n)))
-            .collect();
-        format!("to_json(struct_pack({}))::varchar", fields.join(", "))
-    };
-    for (kind, cols) in [
-        ("missing_column", missing.clone()),
-        (
-            "extra_column",
-            extra.iter().map(|(n, _)| n.clone()).collect(),
-        ),
-    ] {
-        for col in cols {
-            log::warn!(
-                "  {}: schema drift: {} `{col}`",
-                object.key,
-                kind.replace('_', " ")
-            );
-            engine.execute(&format!(
-                "insert into etl.schema_drift values ({}, {}, {}, {}, {})",
-                literal(run_id),
-                literal(source),
-                literal(&object.key),
-                literal(kind),
-                literal(&col)
-            ))?;
-        }
-    }
-
-    // Record numbers follow the file's order, which read_parquet keeps (file_row_number).
-    let columns: Vec<String> = s3.columns.iter().map(|c| ident(c)).collect();
-    engine.execute(&format!(
-        "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
-         select {k}, file_row_number + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}
-         from read_parquet({file}, file_row_number = true)",
-        cols = columns.join(", "),
-        k = literal(&object.key),
-        fmt = literal(match format {
-            Format::Csv => "csv",
-            Format::Json => "json",
-        }),
-        etag = literal(&object.etag),
-        lm = literal(&object.last_modified),
-        run = literal(run_id),
-        sel = selects.join(", "),
-        file = literal(&records.to_string_lossy()),
-    ))?;
-    let mut rejected = 0;
-    if let Some(rejects) = rejects {
-        let file = literal(&rejects.to_string_lossy());
-        engine.execute(&format!(
-            "insert into {table}_rejects select {k}, line, raw_line, error, {run} from read_parquet({file})",
-            k = literal(&object.key),
-            run = literal(run_id),
-        ))?;
-        rejected = engine.query_i64(&format!("select count(*) from read_parquet({file})"))?;
-    }
-    Ok(Ok((records_read, rejected)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_type_comes_from_the_extension() {
-        assert_eq!(format_of("a/b/providers.CSV"), Some(Format::Csv));
-        assert_eq!(format_of("x.ndjson"), Some(Format::Json));
-        assert_eq!(format_of("x.json.gz"), Some(Format::Json));
-        assert_eq!(format_of("x.parquet"), None);
-    }
 
     #[test]
     fn s3_errors_show_code_and_message() {
