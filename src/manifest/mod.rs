@@ -70,6 +70,20 @@ pub struct Source {
 pub enum SourceKind {
     Postgres(PostgresSource),
     S3(S3Source),
+    Folder(FolderSource),
+}
+
+/// A local or mounted folder that a partner drops files in (an on-premises share).
+#[derive(Debug, Clone)]
+pub struct FolderSource {
+    /// Absolute, resolved against the manifest's folder.
+    pub path: PathBuf,
+    /// A file that grows between two looks this far apart is still being written: it is
+    /// left for the next run.
+    pub settle: std::time::Duration,
+    pub table: String,
+    pub columns: Vec<String>,
+    pub on_bad_file: OnBadFile,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +239,7 @@ impl Manifest {
                     out.push(s3.access_key_id.expose().to_string());
                     out.push(s3.secret_access_key.expose().to_string());
                 }
+                SourceKind::Folder(_) => {}
             }
         }
         out.retain(|s| s.len() >= 3);
@@ -466,6 +481,9 @@ struct SourceWire {
     table: Option<Spanned<String>>,
     columns: Option<Spanned<Vec<Spanned<String>>>>,
     on_bad_file: Option<Spanned<String>>,
+    // folder
+    path: Option<Spanned<String>>,
+    settle_seconds: Option<Spanned<f64>>,
     // every kind: entity -> contract field (or `table`) -> column or expression
     map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
 }
@@ -701,6 +719,9 @@ fn compile(
     let mut sources = Vec::new();
     for (name, source) in &wire.sources {
         if let Some(mut s) = compile_source(name, source, &resolve, problems) {
+            if let SourceKind::Folder(folder) = &mut s.kind {
+                folder.path = normalize(&base.join(&folder.path));
+            }
             s.maps = compile_maps(&s, source.get_ref(), problems);
             sources.push(s);
         }
@@ -947,11 +968,16 @@ fn compile_maps(
             if contract.iter().any(|f| f.name == field) {
                 fields.insert(field.clone(), value.get_ref().clone());
                 spans.insert(field.clone(), value.span());
-                if let SourceKind::S3(s3) = &source.kind {
+                let declared = match &source.kind {
+                    SourceKind::S3(s3) => Some(&s3.columns),
+                    SourceKind::Folder(folder) => Some(&folder.columns),
+                    SourceKind::Postgres(_) => None,
+                };
+                if let Some(columns) = declared {
                     let v = value.get_ref();
                     let plain = crate::staging::expression(v).starts_with('"');
-                    if plain && !s3.columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
-                        let hint = nearest(v, s3.columns.iter().map(String::as_str))
+                    if plain && !columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
+                        let hint = nearest(v, columns.iter().map(String::as_str))
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_default();
                         problems.push(Problem::new(
@@ -1014,7 +1040,8 @@ fn compile_maps(
                 continue;
             }
             (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
-            (SourceKind::S3(_), Some(t)) => {
+            (SourceKind::Folder(folder), None) => crate::sources::raw_table(name, &folder.table),
+            (SourceKind::S3(_) | SourceKind::Folder(_), Some(t)) => {
                 problems.push(Problem::new(
                     Some(t.span()),
                     format!(
@@ -1062,7 +1089,7 @@ fn compile_source(
         ("snapshot", w.snapshot.is_some()),
         ("detect_deletes", w.detect_deletes.is_some()),
     ];
-    let s3_only: [(&str, bool); 11] = [
+    let bucket_only: [(&str, bool); 8] = [
         ("endpoint", w.endpoint.is_some()),
         ("region", w.region.is_some()),
         ("bucket", w.bucket.is_some()),
@@ -1071,9 +1098,15 @@ fn compile_source(
         ("secret_access_key", w.secret_access_key.is_some()),
         ("use_ssl", w.use_ssl.is_some()),
         ("url_style", w.url_style.is_some()),
+    ];
+    let files_only: [(&str, bool); 3] = [
         ("table", w.table.is_some()),
         ("columns", w.columns.is_some()),
         ("on_bad_file", w.on_bad_file.is_some()),
+    ];
+    let folder_only: [(&str, bool); 2] = [
+        ("path", w.path.is_some()),
+        ("settle_seconds", w.settle_seconds.is_some()),
     ];
     let misplaced = |keys: &[(&str, bool)], problems: &mut Vec<Problem>| {
         for (k, present) in keys {
@@ -1151,9 +1184,51 @@ fn compile_source(
         ));
     }
 
+    // What every file-based kind has: the raw table, the columns, what a bad file does.
+    let file_settings = |problems: &mut Vec<Problem>| {
+        let on_bad_file = match w
+            .on_bad_file
+            .as_ref()
+            .map(|s| (s.get_ref().as_str(), s.span()))
+        {
+            None | Some(("skip", _)) => OnBadFile::Skip,
+            Some(("fail", _)) => OnBadFile::Fail,
+            Some((other, span)) => {
+                problems.push(Problem::new(
+                    Some(span),
+                    format!(
+                        "`{}`: {other:?} is not a choice: expected \"skip\" or \"fail\"",
+                        key("on_bad_file")
+                    ),
+                ));
+                OnBadFile::Skip
+            }
+        };
+        let table = optional(&w.table, "table", "provider", problems);
+        if !is_identifier(&table) {
+            problems.push(Problem::new(
+                w.table.as_ref().map(|t| t.span()),
+                format!("`{}`: {table:?} is not a plain name", key("table")),
+            ));
+        }
+        let columns = match &w.columns {
+            Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+            None => {
+                problems.push(Problem::new(
+                    Some(table_span.clone()),
+                    format!("source `{name}` ({kind}) needs `columns`: the columns its files are expected to have"),
+                ));
+                Vec::new()
+            }
+        };
+        (table, columns, on_bad_file)
+    };
+
     match kind {
         "postgres" => {
-            misplaced(&s3_only, problems);
+            misplaced(&bucket_only, problems);
+            misplaced(&files_only, problems);
+            misplaced(&folder_only, problems);
             let host = required(&w.host, "host", problems);
             let port = match &w.port {
                 None => Some(5432),
@@ -1249,6 +1324,7 @@ fn compile_source(
         }
         "s3" => {
             misplaced(&postgres_only, problems);
+            misplaced(&folder_only, problems);
             let endpoint = required(&w.endpoint, "endpoint", problems);
             let region = optional(&w.region, "region", "us-east-1", problems);
             let bucket = required(&w.bucket, "bucket", problems);
@@ -1273,41 +1349,7 @@ fn compile_source(
                     UrlStyle::Path
                 }
             };
-            let on_bad_file = match w
-                .on_bad_file
-                .as_ref()
-                .map(|s| (s.get_ref().as_str(), s.span()))
-            {
-                None | Some(("skip", _)) => OnBadFile::Skip,
-                Some(("fail", _)) => OnBadFile::Fail,
-                Some((other, span)) => {
-                    problems.push(Problem::new(
-                        Some(span),
-                        format!(
-                            "`{}`: {other:?} is not a choice: expected \"skip\" or \"fail\"",
-                            key("on_bad_file")
-                        ),
-                    ));
-                    OnBadFile::Skip
-                }
-            };
-            let table = optional(&w.table, "table", "provider", problems);
-            if !is_identifier(&table) {
-                problems.push(Problem::new(
-                    w.table.as_ref().map(|t| t.span()),
-                    format!("`{}`: {table:?} is not a plain name", key("table")),
-                ));
-            }
-            let columns = match &w.columns {
-                Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
-                None => {
-                    problems.push(Problem::new(
-                        Some(table_span.clone()),
-                        format!("source `{name}` (s3) needs `columns`: the columns its files are expected to have"),
-                    ));
-                    Vec::new()
-                }
-            };
+            let (table, columns, on_bad_file) = file_settings(problems);
             Some(Source {
                 maps: BTreeMap::new(),
                 name: name.to_string(),
@@ -1326,14 +1368,48 @@ fn compile_source(
                 }),
             })
         }
+        "folder" => {
+            misplaced(&postgres_only, problems);
+            misplaced(&bucket_only, problems);
+            let path = required(&w.path, "path", problems);
+            let settle = match &w.settle_seconds {
+                None => std::time::Duration::from_secs(1),
+                Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 => {
+                    std::time::Duration::from_secs_f64(*v.get_ref())
+                }
+                Some(v) => {
+                    problems.push(Problem::new(
+                        Some(v.span()),
+                        format!(
+                            "`{}` must be a number of seconds, 0 or more",
+                            key("settle_seconds")
+                        ),
+                    ));
+                    std::time::Duration::from_secs(1)
+                }
+            };
+            let (table, columns, on_bad_file) = file_settings(problems);
+            Some(Source {
+                maps: BTreeMap::new(),
+                name: name.to_string(),
+                kind: SourceKind::Folder(FolderSource {
+                    // resolved against the manifest's folder by `compile`
+                    path: PathBuf::from(path?),
+                    settle,
+                    table,
+                    columns,
+                    on_bad_file,
+                }),
+            })
+        }
         other => {
             let mut p = Problem::new(
                 Some(w.kind.span()),
                 format!(
-                    "source `{name}` has unknown kind {other:?}: expected \"postgres\" or \"s3\""
+                    "source `{name}` has unknown kind {other:?}: expected \"postgres\", \"s3\" or \"folder\""
                 ),
             );
-            if let Some(near) = nearest(other, ["postgres", "s3"]) {
+            if let Some(near) = nearest(other, ["postgres", "s3", "folder"]) {
                 p = p.help(format!("did you mean \"{near}\"?"));
             }
             problems.push(p);

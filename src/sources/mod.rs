@@ -6,6 +6,7 @@
 //! is a module here, its manifest section and a line in [`connector`].
 
 pub mod files;
+pub mod folder;
 pub mod postgres;
 pub mod s3;
 
@@ -83,6 +84,11 @@ pub fn connector(source: &Source) -> Box<dyn Connector + '_> {
             name: &source.name,
             files: s3::S3Store::settings(s3),
             store: Box::new(s3::S3Store { s3 }),
+        }),
+        SourceKind::Folder(folder) => Box::new(files::FileSource {
+            name: &source.name,
+            files: folder::FolderStore::settings(folder),
+            store: Box::new(folder::FolderStore { folder }),
         }),
     }
 }

@@ -1,0 +1,195 @@
+//! A folder source (a local or mounted share an on-premises partner drops files on): the
+//! same formats, rejects and ledger as a bucket, a file read again only when its content
+//! changed, and a file still being written left for the next run.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::golden::assert_sample_outputs;
+use common::{repo, stderr, swap, table, Tenant};
+
+/// A tenant whose `files` source is a folder holding the sample files.
+fn folder_tenant(label: &str) -> (Tenant, PathBuf) {
+    let t = Tenant::new(label);
+    t.seed_postgres(10);
+    let drop = t.dir.path().join("drop");
+    copy_dir(&repo().join("fixtures/sample/bucket"), &drop);
+    point_files_at(&t, &drop);
+    (t, drop)
+}
+
+fn point_files_at(t: &Tenant, folder: &Path) {
+    t.write_manifest(|m| {
+        let start = m.find("[sources.files]\n").unwrap();
+        let end = start + m[start..].find("columns = ").unwrap();
+        let block = format!(
+            "[sources.files]\nkind = \"folder\"\npath = \"{}\"\nsettle_seconds = 0.5\n",
+            folder.display()
+        );
+        let m = format!("{}{block}{}", &m[..start], &m[end..]);
+        swap(m, "kind = \"folder\"", "kind = \"folder\"")
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_folder_source_gives_what_the_bucket_gives_and_reads_only_what_changed() {
+    let (t, drop) = folder_tenant("folder");
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains(&format!(
+            "fetching from source `files` (folder {})",
+            drop.display()
+        )),
+        "{log}"
+    );
+    assert_sample_outputs(&t);
+    assert_eq!(
+        t.query("select object_key, status, rows from etl.file_ledger order by 1"),
+        table(
+            "providers/2026-11-27/providers.csv | loaded | 15
+             providers/2026-11-28/providers.csv | loaded | 3
+             providers/2026-11-28/providers.json | loaded | 3"
+        )
+    );
+
+    // touched, not changed: not read again
+    let day1 = drop.join("providers/2026-11-27/providers.csv");
+    let text = std::fs::read(&day1).unwrap();
+    std::fs::write(&day1, &text).unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("3 objects listed: 0 new or changed read, 3 unchanged skipped, 0 rejected"),
+        "{log}"
+    );
+
+    // a new file, a bad one and a partial upload's temporary file
+    std::fs::write(
+        drop.join("providers/2026-11-29.csv"),
+        "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+         Zoe Young,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n",
+    )
+    .unwrap();
+    std::fs::write(drop.join("providers/notes.pdf"), b"%PDF-1.4").unwrap();
+    std::fs::write(drop.join("providers/.upload.csv.part"), b"Name\nhalf").unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("5 objects listed: 1 new or changed read, 3 unchanged skipped, 1 rejected"),
+        "{log}"
+    );
+    assert!(
+        log.contains("providers/notes.pdf: rejected, the other files go on: unknown file type"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query(
+            "select provider_id, provider_name, npi from omop.provider where npi = '1000000012'"
+        ),
+        table("21 | Zoe Young | 1000000012")
+    );
+
+    // changed content: read again, its old rows replaced
+    std::fs::write(
+        drop.join("providers/2026-11-29.csv"),
+        "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+         Zoe Young-Park,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n",
+    )
+    .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains(
+            "providers/2026-11-29.csv: changed since it was read (new ETag), reading it again"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select provider_id, provider_name from omop.provider where npi = '1000000012'"),
+        table("21 | Zoe Young-Park")
+    );
+}
+
+#[test]
+fn a_file_still_being_written_is_left_for_the_next_run() {
+    let (t, drop) = folder_tenant("folder_midwrite");
+    t.run_ok(&[]);
+    // a large export arriving slowly: a line every 50 ms for 3 s
+    let growing = drop.join("providers/2026-11-30.csv");
+    let mut file = std::fs::File::create(&growing).unwrap();
+    writeln!(
+        file,
+        "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource"
+    )
+    .unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..60 {
+            writeln!(
+                file,
+                "Slow Writer{i},{},,Neuro,Metro Med,SW{i:03},Neurology,SW",
+                300 + i
+            )
+            .unwrap();
+            file.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("providers/2026-11-30.csv: still being written (it changed between two looks 0.5s apart), left for the next run"),
+        "{log}"
+    );
+    assert!(
+        log.contains("3 objects listed: 0 new or changed read, 3 unchanged skipped"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query(
+            "select count(*) from etl.file_ledger where object_key = 'providers/2026-11-30.csv'"
+        ),
+        table("0")
+    );
+    writer.join().unwrap();
+    // written in full: the next run reads it, every line
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("providers/2026-11-30.csv: 60 rows"), "{log}");
+    assert_eq!(
+        t.query("select count(*) from raw.files_provider where _object_key = 'providers/2026-11-30.csv'"),
+        table("60")
+    );
+}
+
+#[test]
+fn a_folder_that_is_not_there_fails_the_run_naming_it() {
+    let (t, drop) = folder_tenant("folder_missing");
+    t.run_ok(&[]);
+    let moved = drop.with_extension("moved");
+    std::fs::rename(&drop, &moved).unwrap();
+    let out = t.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "source `files` (folder {0}): folder {0} does not exist",
+            drop.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::rename(&moved, &drop).unwrap();
+    t.run_ok(&[]);
+    assert_sample_outputs(&t);
+}
