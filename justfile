@@ -31,24 +31,27 @@ down:
 status:
     @scripts/services.sh status
 
-# Load the sample data: Postgres tables (ROWS providers) and the bucket's files.
+# Load both sample tenants' data: acme's Postgres tables (ROWS providers) and bucket,
+# beta's Postgres tables (ROWS practitioners) and drop folder.
 seed ROWS="10": build
     {{bin}}/etl-seed --rows {{ROWS}} --clear-bucket
+    {{bin}}/etl-seed --tenant beta --rows {{ROWS}}
 
 # Run a tenant's pipeline (extra arguments go to `etl run`).
 run MANIFEST="pipelines/acme.toml" *ARGS="": build
     {{bin}}/etl run {{MANIFEST}} {{ARGS}}
 
-# Services up, sample data in, pipeline run, then what it wrote.
+# Services up, sample data in, both sample tenants run, then what they wrote.
 demo: up seed
-    rm -rf lake/acme
+    rm -rf lake/acme lake/beta
     {{bin}}/etl run pipelines/acme.toml
+    {{bin}}/etl run pipelines/beta.toml
     @echo
     @echo "Row counts of the published OMOP tables:"
-    @{{duckdb}} -c "select 'provider' as table_name, count(*) as rows from 'lake/acme/omop/current/provider.parquet' union all select 'care_site', count(*) from 'lake/acme/omop/current/care_site.parquet'"
-    @echo "Files:  lake/acme/omop/current/provider.parquet, lake/acme/omop/current/care_site.parquet"
-    @echo "Open:   {{duckdb}} -c \"select * from 'lake/acme/omop/current/provider.parquet'\""
-    @echo "Lake:   {{duckdb}} lake/acme/lake.duckdb   (raw, staged, omop, etl schemas)"
+    @{{duckdb}} -noheader -list -c "select '  acme: provider ' || (select count(*) from 'lake/acme/omop/current/provider.parquet') || ', care_site ' || (select count(*) from 'lake/acme/omop/current/care_site.parquet') || '; beta: provider ' || (select count(*) from 'lake/beta/omop/current/provider.parquet') || ', care_site ' || (select count(*) from 'lake/beta/omop/current/care_site.parquet')"
+    @echo "Files:  lake/<tenant>/omop/current/provider.parquet, lake/<tenant>/omop/current/care_site.parquet"
+    @echo "Open:   {{duckdb}} -c \"select * from 'lake/beta/omop/current/provider.parquet'\""
+    @echo "Lake:   {{duckdb}} lake/acme/lake.duckdb   (raw, stg, staged, omop, etl schemas)"
 
 # Run every test against real Postgres and S3; the services are stopped afterwards.
 test: up

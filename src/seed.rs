@@ -671,6 +671,197 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// Tenant `beta`: a partner shaped differently (pipelines/beta.toml maps it).
+
+/// Beta's source schema: practitioners and clinics, under its own names.
+const BETA_SCHEMA: &str = "
+drop table if exists practitioner;
+drop table if exists clinic;
+create table clinic (
+    clinic_id integer primary key,
+    clinic_code varchar(20),
+    clinic_name varchar(200),
+    setting varchar(60),
+    modified timestamptz not null default now()
+);
+create table practitioner (
+    practitioner_id integer primary key,
+    full_name varchar(200),
+    npi_number varchar(20),
+    staff_code varchar(20),
+    specialty_text varchar(80),
+    clinic_ref integer,
+    modified timestamptz not null default now()
+);
+create index on practitioner (modified);
+create index on clinic (modified);
+";
+
+/// Beta's clinics: (id, code, name, setting). A clinic without a name is kept by its code.
+pub const BETA_CLINICS: &[(i32, &str, Option<&str>, &str)] = &[
+    (1, "NFC", Some("Northside Family Clinic"), "Office"),
+    (2, "HHC", Some("Harbor Heart Center"), "Outpatient Hospital"),
+    (
+        3,
+        "RUC",
+        Some("Riverside Urgent Care"),
+        "Urgent Care Facility",
+    ),
+    (4, "OTC", Some("Old Town Clinic"), "Independent Clinic"),
+    (5, "LAB", None, "Lab"),
+];
+
+/// Beta's practitioners: (id, full name, NPI, staff code, specialty, clinic). Planted: a
+/// title and credential, a missing NPI known by staff code, a blank name, a formatted NPI,
+/// a clinic that does not exist, a lower-case specialty.
+#[allow(clippy::type_complexity)]
+pub const BETA_PRACTITIONERS: &[(i32, &str, Option<&str>, &str, &str, Option<i32>)] = &[
+    (
+        1,
+        "Maria Lopez",
+        Some("1234567893"),
+        "B-1001",
+        "Family Practice",
+        Some(1),
+    ),
+    (
+        2,
+        "Dr. Tomas Reyes MD",
+        Some("1987654326"),
+        "B-1002",
+        "Cardiology",
+        Some(2),
+    ),
+    (3, "Priya Natarajan", None, "B-1003", "neurology", Some(2)),
+    (4, "   ", Some("1222222220"), "B-1007", "Derma", Some(4)),
+    (
+        5,
+        "Sam Ortiz",
+        Some("145-678-9016"),
+        "B-1008",
+        "Int Med",
+        Some(9),
+    ),
+    (
+        6,
+        "Lee Chen",
+        Some("1444444447"),
+        "B-1005",
+        "Pediatric Medicine",
+        Some(3),
+    ),
+];
+
+/// Creates and fills beta's tables: `rows` practitioners in all (at least the hand-written
+/// ones), the hand-written clinics plus one per thousand practitioners.
+pub fn seed_beta_postgres(target: &PgTarget, rows: u64) -> Result<(u64, u64)> {
+    let mut client = target.client()?;
+    client
+        .batch_execute(BETA_SCHEMA)
+        .context("cannot create beta's source tables")?;
+    let mut buf = Vec::new();
+    for (id, code, name, setting) in BETA_CLINICS {
+        writeln!(
+            buf,
+            "{id},{},{},{},2026-11-03 08:00:00+00",
+            csv_field(Some(code)),
+            csv_field(*name),
+            csv_field(Some(setting))
+        )?;
+    }
+    let extra_sites = rows / 1000;
+    for j in 0..extra_sites {
+        let id = BETA_CLINICS.len() as u64 + j + 1;
+        let (place, _) = PLACES[(j % PLACES.len() as u64) as usize];
+        writeln!(
+            buf,
+            "{id},\"C{id:05}\",\"Clinic {id}\",\"{place}\",2026-11-01 09:00:00+00"
+        )?;
+    }
+    copy_in(
+        &mut client,
+        "clinic (clinic_id, clinic_code, clinic_name, setting, modified)",
+        &buf,
+    )?;
+    let sites = BETA_CLINICS.len() as u64 + extra_sites;
+    let mut buf = Vec::new();
+    for (id, name, npi, staff, specialty, clinic) in BETA_PRACTITIONERS {
+        writeln!(
+            buf,
+            "{id},{},{},{},{},{},2026-11-04 12:00:00+00",
+            csv_field(Some(name)),
+            csv_field(*npi),
+            csv_field(Some(staff)),
+            csv_field(Some(specialty)),
+            clinic.map(|c| c.to_string()).unwrap_or_default()
+        )?;
+    }
+    let total = rows.max(BETA_PRACTITIONERS.len() as u64);
+    for id in BETA_PRACTITIONERS.len() as u64 + 1..=total {
+        let (name, npi, specialty, _, site, _) = synthetic_provider(id, sites);
+        writeln!(
+            buf,
+            "{id},{name},{npi},B-{id:07},{specialty},{site},2026-11-01 09:00:00+00"
+        )?;
+    }
+    copy_in(
+        &mut client,
+        "practitioner (practitioner_id, full_name, npi_number, staff_code, specialty_text, clinic_ref, modified)",
+        &buf,
+    )?;
+    client.batch_execute("analyze clinic; analyze practitioner;")?;
+    Ok((sites, total))
+}
+
+/// Creates the database `target` names when it does not exist (the role may create
+/// databases), connecting to `postgres` as the same role.
+pub fn ensure_database(target: &PgTarget) -> Result<()> {
+    let admin = PgTarget {
+        database: "postgres".into(),
+        ..target.clone()
+    };
+    let mut client = admin.client()?;
+    let exists = client
+        .query_opt(
+            "select 1 from pg_database where datname = $1",
+            &[&target.database],
+        )?
+        .is_some();
+    if !exists {
+        client.batch_execute(&format!(
+            "create database \"{}\"",
+            target.database.replace('"', "\"\"")
+        ))?;
+    }
+    Ok(())
+}
+
+/// Copies beta's sample files (fixtures/beta/drop) into its drop folder, replacing what was
+/// there. Returns the files' paths under the folder.
+pub fn fill_drop_folder(sample: &Path, folder: &Path) -> Result<Vec<String>> {
+    if folder.exists() {
+        std::fs::remove_dir_all(folder)
+            .with_context(|| format!("cannot empty {}", folder.display()))?;
+    }
+    let mut files = Vec::new();
+    collect_files(sample, &mut files)?;
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(sample).unwrap_or(&file);
+        let target = folder.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::copy(&file, &target)
+            .with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
+        out.push(rel.display().to_string());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

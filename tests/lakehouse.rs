@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::golden::assert_sample_outputs;
 use common::proxy::Proxy;
-use common::{stderr, stdout, swap, table, Tenant};
+use common::{decisions, same_decisions, stderr, stdout, swap, table, Tenant};
 
 const NEW_FILE: &[u8] =
     b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
@@ -636,41 +636,6 @@ Dr. Alice Nguyen,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,
         table("2"),
         "Jane Smith is at Village Clinic again"
     );
-}
-
-/// Everything the transform decides, without run ids: the OMOP tables, the quarantine, the
-/// flags, each row's fate, the clusters and the last run's reconciliation.
-fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
-    [
-        "select * from omop.provider order by all",
-        "select * from omop.care_site order by all",
-        // (a twin's objects were written a second apart: their times differ)
-        "select * replace (regexp_replace(record::varchar, '\"_last_modified\":\"[^\"]*\"', '') as record) \
-         from staged.quarantine order by all",
-        "select * from staged.dq_flags order by all",
-        "select * from staged.provider_row_status order by all",
-        "select * from staged.provider_clusters order by all",
-        "select * exclude (run_id) from etl.reconciliation \
-         where run_id = (select max(run_id) from etl.reconciliation) order by all",
-        "select * exclude (first_run_id) from etl.provider_keys order by all",
-    ]
-    .iter()
-    .map(|sql| t.query(sql))
-    .collect()
-}
-
-/// Asserts two tenants' decisions are the same, showing only the rows that differ.
-fn same_decisions(a: &[Vec<Vec<String>>], b: &[Vec<Vec<String>>], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: as many queries");
-    for (i, (a, b)) in a.iter().zip(b).enumerate() {
-        if a != b {
-            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
-            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
-            panic!(
-                "{what}, query {i}: only in the first {only_a:?}\nonly in the second {only_b:?}"
-            );
-        }
-    }
 }
 
 /// After each change, the incremental run (in batches of 2 rows) decides exactly what a full

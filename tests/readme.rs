@@ -44,7 +44,7 @@ fn every_readme_command_runs_as_written() {
         std::os::unix::fs::symlink(repo.join(shared), scratch.path().join(shared)).unwrap();
     }
     std::fs::create_dir(scratch.path().join("pipelines")).unwrap();
-    for file in ["_base.toml", "acme.toml"] {
+    for file in ["_base.toml", "acme.toml", "beta.toml"] {
         std::fs::copy(
             repo.join("pipelines").join(file),
             scratch.path().join("pipelines").join(file),

@@ -13,7 +13,14 @@ use etl::seed::{self, BucketTarget, PgTarget};
     about = "Loads sample data into the tenant's Postgres and S3 bucket."
 )]
 struct Args {
-    /// Providers in Postgres (the first 10 are hand-written bad-data cases).
+    /// Which sample tenant: `acme` (Postgres + bucket) or `beta` (its own table and column
+    /// names in Postgres, files in a folder).
+    #[arg(long, default_value = "acme", value_parser = ["acme", "beta"])]
+    tenant: String,
+    /// beta: the folder its files are dropped in (pipelines/beta.toml reads it).
+    #[arg(long, env = "BETA_DROP", default_value = ".run/beta/drop")]
+    drop: PathBuf,
+    /// Providers in Postgres (the first ones are hand-written bad-data cases).
     #[arg(long, default_value_t = 10)]
     rows: u64,
     /// Folder whose files are uploaded to the bucket, keys relative to it.
@@ -51,6 +58,29 @@ fn run(args: Args) -> Result<()> {
     // Secrets from the environment only, never from the command line (visible in `ps`).
     let env_or =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    if args.tenant == "beta" {
+        if !args.skip_postgres {
+            let target = PgTarget {
+                host: args.pg_host.clone(),
+                port: args.pg_port,
+                user: args.pg_user.clone(),
+                password: env_or("ETL_PG_PASSWORD", "etl-local"),
+                database: env_or("BETA_PG_DATABASE", "beta"),
+            };
+            seed::ensure_database(&target)?;
+            let (clinics, practitioners) = seed::seed_beta_postgres(&target, args.rows)?;
+            println!(
+                "postgres {}:{}/{}: clinic {clinics} rows, practitioner {practitioners} rows",
+                args.pg_host, args.pg_port, target.database
+            );
+        }
+        if !args.skip_files {
+            for file in seed::fill_drop_folder(&PathBuf::from("fixtures/beta/drop"), &args.drop)? {
+                println!("{}/{file}", args.drop.display());
+            }
+        }
+        return Ok(());
+    }
     if !args.skip_postgres {
         let target = PgTarget {
             host: args.pg_host.clone(),

@@ -615,3 +615,38 @@ pub fn assert_no_secret_anywhere(t: &Tenant, outputs: &[&Output], expected: &str
         );
     }
 }
+
+/// Everything the transform decides, without run ids: the OMOP tables, the quarantine, the
+/// flags, each row's fate, the clusters and the last run's reconciliation.
+pub fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
+    [
+        "select * from omop.provider order by all",
+        "select * from omop.care_site order by all",
+        // (a twin's objects were written a second apart: their times differ)
+        "select * replace (regexp_replace(record::varchar, '\"_last_modified\":\"[^\"]*\"', '') as record) \
+         from staged.quarantine order by all",
+        "select * from staged.dq_flags order by all",
+        "select * from staged.provider_row_status order by all",
+        "select * from staged.provider_clusters order by all",
+        "select * exclude (run_id) from etl.reconciliation \
+         where run_id = (select max(run_id) from etl.reconciliation) order by all",
+        "select * exclude (first_run_id) from etl.provider_keys order by all",
+    ]
+    .iter()
+    .map(|sql| t.query(sql))
+    .collect()
+}
+
+/// Asserts two tenants' decisions are the same, showing only the rows that differ.
+pub fn same_decisions(a: &[Vec<Vec<String>>], b: &[Vec<Vec<String>>], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: as many queries");
+    for (i, (a, b)) in a.iter().zip(b).enumerate() {
+        if a != b {
+            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
+            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
+            panic!(
+                "{what}, query {i}: only in the first {only_a:?}\nonly in the second {only_b:?}"
+            );
+        }
+    }
+}
