@@ -3,8 +3,11 @@
 //! Outputs are published only after the transaction commits; a failed run rolls back,
 //! leaves the last good outputs in place and is recorded with its error.
 
+mod history;
+mod lock;
+mod summary;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +20,9 @@ use crate::publish;
 use crate::retry;
 use crate::sources;
 use crate::transform;
+
+pub use history::Reconciliation;
+pub use lock::{lock, RunLock};
 
 /// Which steps to run, and how.
 #[derive(Debug, Clone, Default)]
@@ -56,16 +62,6 @@ pub fn usage() -> (f64, f64) {
         secs(ru.ru_utime) + secs(ru.ru_stime),
         ru.ru_maxrss as f64 / 1024.0,
     )
-}
-
-#[derive(Debug, Clone)]
-pub struct Reconciliation {
-    pub entity: String,
-    pub source: String,
-    pub read: i64,
-    pub loaded: i64,
-    pub merged: i64,
-    pub quarantined: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -120,29 +116,6 @@ pub fn select_steps<'a>(manifest: &'a Manifest, opts: &RunOptions) -> Result<Vec
         .collect())
 }
 
-/// Holds the tenant's run lock until dropped.
-pub struct RunLock {
-    _file: File,
-}
-
-pub fn lock(manifest: &Manifest) -> Result<RunLock> {
-    std::fs::create_dir_all(&manifest.lake_dir)
-        .with_context(|| format!("cannot create {}", manifest.lake_dir.display()))?;
-    let path = manifest.lake_dir.join(".lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another run of tenant `{}` is in progress (it holds {}); this run did nothing",
-            manifest.tenant,
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).context(format!("cannot lock {}", path.display()))
-        }
-    }
-}
-
 /// Opens the tenant's database and makes sure its fixed tables exist.
 pub fn open_lake(manifest: &Manifest) -> Result<Engine> {
     let engine = Engine::open(
@@ -187,18 +160,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
     let run_id = new_run_id();
     let step_names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
 
-    // A run still marked running holds no lock any more: it was killed. Say so.
-    engine.execute(
-        "update etl.runs set status = 'failed', finished_at = now(), \
-         error = 'interrupted: the process ended before the run finished; nothing it did was kept' \
-         where status = 'running'",
-    )?;
-    engine.execute(&format!(
-        "insert into etl.runs (run_id, tenant, started_at, status, steps) values ({}, {}, now(), 'running', {})",
-        literal(&run_id),
-        literal(&manifest.tenant),
-        literal(&step_names.join(","))
-    ))?;
+    history::start(&engine, &run_id, &manifest.tenant, &step_names)?;
     log::info!(
         "run {run_id} of tenant `{}` started: steps {}",
         manifest.tenant,
@@ -231,8 +193,8 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
 
     match outcome {
         Ok(()) => {
-            let reconciliation = read_reconciliation(&engine, &run_id)?;
-            finish(
+            let reconciliation = history::read_reconciliation(&engine, &run_id)?;
+            history::finish(
                 &engine,
                 &run_id,
                 "succeeded",
@@ -249,7 +211,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 reconciliation,
                 seconds,
             };
-            write_summary(manifest, &report, "succeeded", None)?;
+            summary::write(manifest, &report, "succeeded", None)?;
             Ok(report)
         }
         Err(err) => {
@@ -258,7 +220,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 let _ = std::fs::remove_dir_all(dir);
             }
             let message = engine.redactor().redact(&format!("{err:#}"));
-            let _ = finish(&engine, &run_id, "failed", Some(&message), None, &results);
+            let _ = history::finish(&engine, &run_id, "failed", Some(&message), None, &results);
             let report = RunReport {
                 tenant: manifest.tenant.clone(),
                 run_id: run_id.clone(),
@@ -267,7 +229,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 reconciliation: Vec::new(),
                 seconds,
             };
-            if let Err(e) = write_summary(manifest, &report, "failed", Some(&message)) {
+            if let Err(e) = summary::write(manifest, &report, "failed", Some(&message)) {
                 log::warn!("cannot write the run summary: {e:#}");
             }
             // the reason goes to the tenant's log too: a cron night is read there
@@ -287,93 +249,6 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             ))
         }
     }
-}
-
-/// Writes the run's summary for monitoring: `lake/<tenant>/runs/<run id>.json`, and the
-/// same as `lake/<tenant>/last-run.json` (replaced in one rename).
-fn write_summary(
-    manifest: &Manifest,
-    report: &RunReport,
-    status: &str,
-    error: Option<&str>,
-) -> Result<()> {
-    let summary = serde_json::json!({
-        "tenant": report.tenant,
-        "run_id": report.run_id,
-        "status": status,
-        "seconds": (report.seconds * 1000.0).round() / 1000.0,
-        "error": error,
-        "steps": report.steps.iter().map(|s| serde_json::json!({
-                        "name": s.name, "status": s.status, "rows": s.rows,
-            "seconds": (s.seconds * 1000.0).round() / 1000.0,
-            "cpu_seconds": (s.cpu_seconds * 1000.0).round() / 1000.0,
-            "peak_rss_mb": s.peak_rss_mb.round(),
-        })).collect::<Vec<_>>(),
-        "reconciliation": report.reconciliation.iter().map(|r| serde_json::json!({
-            "entity": r.entity, "source": r.source, "read": r.read, "loaded": r.loaded,
-            "merged": r.merged, "quarantined": r.quarantined,
-        })).collect::<Vec<_>>(),
-        "outputs": report.outputs.iter().map(|(table, rows, file)| serde_json::json!({
-            "table": table, "rows": rows, "file": file.display().to_string(),
-        })).collect::<Vec<_>>(),
-    });
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
-    let dir = manifest.lake_dir.join("runs");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join(format!("{}.json", report.run_id)), &text)?;
-    let tmp = manifest.lake_dir.join(".last-run.json.tmp");
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, manifest.lake_dir.join("last-run.json"))?;
-    Ok(())
-}
-
-fn finish(
-    engine: &Engine,
-    run_id: &str,
-    status: &str,
-    error: Option<&str>,
-    run_dir: Option<&Path>,
-    results: &[StepResult],
-) -> Result<()> {
-    let mut sql = format!(
-        "update etl.runs set status = {}, finished_at = now(), error = {}, output_dir = {} where run_id = {};",
-        literal(status),
-        error.map_or("null".into(), literal),
-        run_dir.map_or("null".into(), |d| literal(&d.to_string_lossy())),
-        literal(run_id)
-    );
-    for r in results {
-        sql.push_str(&format!(
-            "insert into etl.run_steps values ({}, {}, now() - to_microseconds({}::bigint), {}, {}, {});",
-            literal(run_id),
-            literal(&r.name),
-            (r.seconds * 1e6) as i64,
-            r.seconds,
-            r.rows,
-            literal(r.status)
-        ));
-    }
-    engine.execute(&sql)
-}
-
-fn read_reconciliation(engine: &Engine, run_id: &str) -> Result<Vec<Reconciliation>> {
-    let rows = engine.query_strings(&format!(
-        "select entity, source, rows_read, loaded, merged, quarantined from etl.reconciliation \
-         where run_id = {} order by entity desc, source desc",
-        literal(run_id)
-    ))?;
-    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok(rows
-        .iter()
-        .map(|r| Reconciliation {
-            entity: r[0].clone().unwrap_or_default(),
-            source: r[1].clone().unwrap_or_default(),
-            read: num(&r[2]),
-            loaded: num(&r[3]),
-            merged: num(&r[4]),
-            quarantined: num(&r[5]),
-        })
-        .collect())
 }
 
 struct RunContext<'a> {

@@ -1,0 +1,84 @@
+//! The run history in the lake: `etl.runs` (one line per run, started and finished),
+//! `etl.run_steps` and the reconciliation each run wrote.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::StepResult;
+use crate::engine::{literal, Engine};
+
+#[derive(Debug, Clone)]
+pub struct Reconciliation {
+    pub entity: String,
+    pub source: String,
+    pub read: i64,
+    pub loaded: i64,
+    pub merged: i64,
+    pub quarantined: i64,
+}
+
+/// Records a run as started; a run still marked running holds no lock any more: it was
+/// killed, and is recorded as such first.
+pub fn start(engine: &Engine, run_id: &str, tenant: &str, steps: &[&str]) -> Result<()> {
+    engine.execute(
+        "update etl.runs set status = 'failed', finished_at = now(), \
+         error = 'interrupted: the process ended before the run finished; nothing it did was kept' \
+         where status = 'running'",
+    )?;
+    engine.execute(&format!(
+        "insert into etl.runs (run_id, tenant, started_at, status, steps) values ({}, {}, now(), 'running', {})",
+        literal(run_id),
+        literal(tenant),
+        literal(&steps.join(","))
+    ))
+}
+
+pub fn finish(
+    engine: &Engine,
+    run_id: &str,
+    status: &str,
+    error: Option<&str>,
+    run_dir: Option<&Path>,
+    results: &[StepResult],
+) -> Result<()> {
+    let mut sql = format!(
+        "update etl.runs set status = {}, finished_at = now(), error = {}, output_dir = {} where run_id = {};",
+        literal(status),
+        error.map_or("null".into(), literal),
+        run_dir.map_or("null".into(), |d| literal(&d.to_string_lossy())),
+        literal(run_id)
+    );
+    for r in results {
+        sql.push_str(&format!(
+            "insert into etl.run_steps values ({}, {}, now() - to_microseconds({}::bigint), {}, {}, {});",
+            literal(run_id),
+            literal(&r.name),
+            (r.seconds * 1e6) as i64,
+            r.seconds,
+            r.rows,
+            literal(r.status)
+        ));
+    }
+    engine.execute(&sql)
+}
+
+pub fn read_reconciliation(engine: &Engine, run_id: &str) -> Result<Vec<Reconciliation>> {
+    let rows = engine.query_strings(&format!(
+        "select entity, source, rows_read, loaded, merged, quarantined from etl.reconciliation \
+         where run_id = {} order by entity desc, source desc",
+        literal(run_id)
+    ))?;
+    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(rows
+        .iter()
+        .map(|r| Reconciliation {
+            entity: r[0].clone().unwrap_or_default(),
+            source: r[1].clone().unwrap_or_default(),
+            read: num(&r[2]),
+            loaded: num(&r[3]),
+            merged: num(&r[4]),
+            quarantined: num(&r[5]),
+        })
+        .collect())
+}
