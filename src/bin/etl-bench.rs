@@ -68,7 +68,16 @@ fn run(args: Args) -> Result<()> {
         ..pg.clone()
     }
     .client()?;
-    admin.batch_execute("drop database if exists bench with (force)")?;
+    // An autovacuum worker of the last benchmark's database (the server's, not ours to
+    // end) can hold it for a moment: try again before giving up.
+    let mut attempt = 0;
+    while let Err(e) = admin.batch_execute("drop database if exists bench with (force)") {
+        attempt += 1;
+        if attempt == 10 {
+            return Err(e.into());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     admin.batch_execute("create database bench")?;
     let (sites, _) = seed::seed_postgres(&pg, rows)?;
     bucket.ensure_bucket()?;
