@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::engine::{ident, literal, Engine, Redactor};
 use crate::manifest::{Manifest, Problem, Source};
@@ -126,6 +126,10 @@ pub fn fields(entity: &str) -> Option<&'static [Field]> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityMap {
     pub table: String,
+    /// A staging model file of the tenant's: a `select` over the raw table (written
+    /// `{raw}` in it) that keeps its columns and adds or reshapes others, which the fields
+    /// then map. For what expressions cannot do: a join, an unpivot, a lookup.
+    pub model: Option<std::path::PathBuf>,
     pub fields: BTreeMap<String, String>,
     /// Where each field's value is in the manifest, for errors.
     pub spans: BTreeMap<String, std::ops::Range<usize>>,
@@ -163,6 +167,51 @@ pub fn expression(value: &str) -> String {
     }
 }
 
+/// What a source's mapping reads: its staging model's view, or its raw table.
+fn relation(source: &str, entity: &str, map: &EntityMap) -> String {
+    match &map.model {
+        Some(_) => format!("stg.{}", ident(&format!("{source}__{entity}__model"))),
+        None => map.table.clone(),
+    }
+}
+
+/// A staging model's SQL with its placeholders filled: `{raw}` is the mapped table,
+/// `{raw:TABLE}` another table of the same source; `relation` says what each becomes (the
+/// raw table in the lake, or the source's own table when a mapping is checked).
+fn render_model(
+    sql: &str,
+    source: &str,
+    map: &EntityMap,
+    relation: &dyn Fn(&str) -> String,
+) -> String {
+    let mut out = sql.trim().trim_end_matches(';').to_string();
+    while let Some(start) = out.find("{raw:") {
+        let Some(len) = out[start..].find('}') else {
+            break;
+        };
+        let table = out[start + 5..start + len].trim().to_string();
+        out.replace_range(
+            start..start + len + 1,
+            &relation(&crate::sources::raw_table(source, &table)),
+        );
+    }
+    out.replace("{raw}", &relation(&map.table))
+}
+
+/// The staging model's view over the raw table, for a mapping that has one.
+fn model_view(source: &str, entity: &str, map: &EntityMap) -> Result<Option<String>> {
+    let Some(file) = &map.model else {
+        return Ok(None);
+    };
+    let sql = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the staging model {}", file.display()))?;
+    let body = render_model(&sql, source, map, &|raw: &str| raw.to_string());
+    Ok(Some(format!(
+        "create or replace view stg.{} as\n{body};\n",
+        ident(&format!("{source}__{entity}__model"))
+    )))
+}
+
 /// The view of one source and entity.
 fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> String {
     let mut select = vec![
@@ -189,7 +238,7 @@ fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> Strin
         "create or replace view stg.{} as\nselect\n    {}\nfrom {};\n",
         ident(&format!("{source}__{entity}")),
         select.join(",\n    "),
-        map.table
+        relation(source, entity, map)
     )
 }
 
@@ -233,6 +282,9 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
                 continue;
             }
             let lineage = connector.lineage(&map.table);
+            if let Some(model) = model_view(&source.name, entity, map)? {
+                sql.push_str(&model);
+            }
             sql.push_str(&view(&source.name, entity, map, &lineage));
             unions.entry(entity.as_str()).or_default().push(format!(
                 "select * from stg.{}",
@@ -315,18 +367,50 @@ pub fn check_on(
         }
         let mut checked = 0;
         for (entity, map) in &source.maps {
-            let Some(relation) = connector.mapped_relation(&map.table)? else {
+            let Some(table) = connector.mapped_relation(&map.table)? else {
                 continue;
             };
             // A table that cannot be read at all is the source's fault, not the mapping's:
             // the fetch reports it (and retries it when that may help).
-            if let Err(err) = engine.execute(&format!("select * from {relation} limit 0")) {
+            if let Err(err) = engine.execute(&format!("select * from {table} limit 0")) {
                 log::debug!(
                     "mapping of {} not checked: {err:#}",
                     connector.describe_table(&map.table)
                 );
                 continue;
             }
+            // With a staging model, the fields map what the model gives from that table.
+            let relation = match &map.model {
+                None => table,
+                Some(file) => {
+                    let sql = std::fs::read_to_string(file).with_context(|| {
+                        format!("cannot read the staging model {}", file.display())
+                    })?;
+                    // (a table the source cannot describe stays by its raw name, and the
+                    // check below says it does not exist)
+                    let body = render_model(&sql, &source.name, map, &|raw: &str| match connector
+                        .mapped_relation(raw)
+                    {
+                        Ok(Some(relation)) => relation,
+                        _ => raw.to_string(),
+                    });
+                    let relation = format!("({body})");
+                    if let Err(err) = engine.execute(&format!("select * from {relation} limit 0")) {
+                        problems.push(Problem::new(
+                            map.spans.get("model").cloned(),
+                            format!(
+                                "`sources.{}.map.{entity}.model`: {} does not run over {}: {}",
+                                source.name,
+                                file.display(),
+                                connector.describe_table(&map.table),
+                                binder_message(&format!("{err:#}"))
+                            ),
+                        ));
+                        continue;
+                    }
+                    relation
+                }
+            };
             for f in fields(entity).expect("checked by the manifest") {
                 let Some(value) = map.fields.get(f.name) else {
                     continue;

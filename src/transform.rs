@@ -117,6 +117,11 @@ fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
     for source in &manifest.sources {
         for (entity, map) in &source.maps {
             feed(format!("{}.{entity}:{}:{:?}", source.name, map.table, map.fields).as_bytes());
+            if let Some(model) = &map.model {
+                feed(&std::fs::read(model).with_context(|| {
+                    format!("cannot read the staging model {}", model.display())
+                })?);
+            }
         }
     }
     for file in &files {

@@ -559,3 +559,66 @@ fn a_file_mapping_to_an_undeclared_column_is_a_manifest_error() {
         "{err}"
     );
 }
+
+/// Where a mapping needs more than expressions, a staging model file of the tenant's (a
+/// `select` over the mapped table, `{raw}`, that may join the source's other tables,
+/// `{raw:TABLE}`) gives the columns the mapping reads.
+#[test]
+fn a_staging_model_file_can_join_before_the_mapping() {
+    let t = Tenant::with_sample("staging_model");
+    let model = t.dir.path().join("pipelines/stg_pg__provider.sql");
+    std::fs::write(
+        &model,
+        "-- a provider's site only when the site exists\n\
+         select p.*, c.care_site_id as known_site\n\
+         from {raw} as p\n\
+         left join {raw:care_site} as c using (care_site_id)\n",
+    )
+    .unwrap();
+    t.write_manifest(|m| {
+        let m = swap(
+            m,
+            "[sources.pg.map.provider]\ntable = \"provider\"",
+            "[sources.pg.map.provider]\ntable = \"provider\"\nmodel = \"stg_pg__provider.sql\"",
+        );
+        swap(
+            m,
+            "site_id = \"care_site_id\"\n\n[sources.pg.map.care_site]",
+            "site_id = \"known_site\"\n\n[sources.pg.map.care_site]",
+        )
+    });
+    let m = t.manifest_arg();
+    let out = t.etl(&["validate", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("ok      mapping of source `pg`: 11 fields of care_site, provider bind"),
+        "{}",
+        stdout(&out)
+    );
+    t.run_ok(&[]);
+    assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
+    assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));
+    // the model ran: the row naming site 99 names no site now, so nothing is flagged for it
+    assert_eq!(
+        t.query("select count(*) from staged.dq_flags where flag = 'care_site_unknown' and source = 'pg'"),
+        table("0")
+    );
+
+    // a model that does not run over the source's table is refused, at its line
+    std::fs::write(
+        &model,
+        "select p.*, p.no_such_column as known_site from {raw} as p\n",
+    )
+    .unwrap();
+    let out = t.etl(&["validate", &m]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "error: `sources.pg.map.provider.model`: {} does not run over table public.provider of source `pg`: Table \"p\" does not have a column named \"no_such_column\"",
+            model.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

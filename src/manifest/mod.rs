@@ -722,7 +722,7 @@ fn compile(
             if let SourceKind::Folder(folder) = &mut s.kind {
                 folder.path = normalize(&base.join(&folder.path));
             }
-            s.maps = compile_maps(&s, source.get_ref(), problems);
+            s.maps = compile_maps(&s, source.get_ref(), &base, problems);
             sources.push(s);
         }
     }
@@ -934,6 +934,7 @@ type Resolve<'a> = dyn Fn(&Spanned<String>, &str, &mut Vec<Problem>) -> Option<S
 fn compile_maps(
     source: &Source,
     w: &SourceWire,
+    base: &Path,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, crate::staging::EntityMap> {
     let mut out = BTreeMap::new();
@@ -960,9 +961,25 @@ fn compile_maps(
         let mut fields = BTreeMap::new();
         let mut spans = BTreeMap::new();
         let mut table = None;
+        let mut model = None;
         for (field, value) in map.get_ref() {
             if field == "table" {
                 table = Some(value);
+                continue;
+            }
+            if field == "model" {
+                let file = normalize(&base.join(value.get_ref()));
+                if !file.is_file() {
+                    problems.push(Problem::new(
+                        Some(value.span()),
+                        format!(
+                            "`{key}.model`: staging model file {} does not exist",
+                            file.display()
+                        ),
+                    ));
+                }
+                spans.insert("model".to_string(), value.span());
+                model = Some(file);
                 continue;
             }
             if contract.iter().any(|f| f.name == field) {
@@ -1055,6 +1072,7 @@ fn compile_maps(
             entity.clone(),
             crate::staging::EntityMap {
                 table: raw,
+                model,
                 fields,
                 spans,
             },
