@@ -62,6 +62,10 @@ test: up
     scripts/services.sh down
     exit $status
 
+# The binary that ships: `etl` alone, optimised, without the sample-data tools.
+release: setup
+    cargo build --release --no-default-features --bin etl
+
 # Benchmark: ROWS providers in Postgres and ROWS file rows, each stage against its floor.
 # (The dev profile: DuckDB is the prebuilt release library and dependencies are optimised.)
 bench ROWS="1000000": up build
