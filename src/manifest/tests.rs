@@ -1,3 +1,6 @@
+use std::collections::BTreeSet;
+
+use super::wire::ManifestWire;
 use super::*;
 
 /// A project folder with the layout a manifest expects: pipelines/, sql/models, vocab/.

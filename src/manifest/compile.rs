@@ -1,0 +1,846 @@
+//! From the manifest as written to the checked model: every reference, file, environment
+//! variable, mapping and kind-specific key checked, every problem collected with its place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::wire::*;
+use super::*;
+
+pub(super) fn compile(
+    path: &Path,
+    wire: ManifestWire,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Manifest> {
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+
+    let tenant = wire.tenant.get_ref().clone();
+    if tenant.is_empty()
+        || !tenant
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        problems.push(Problem::new(
+            Some(wire.tenant.span()),
+            format!("tenant {tenant:?} is not a valid tenant name: expected lower-case letters, digits, `_` or `-`"),
+        ));
+    }
+
+    let resolve =
+        |value: &Spanned<String>, key: &str, problems: &mut Vec<Problem>| -> Option<String> {
+            match interpolate(value.get_ref(), env) {
+                Ok(v) => Some(v),
+                Err(VarError::Unset(name)) => {
+                    problems.push(
+                        Problem::new(
+                            Some(value.span()),
+                            format!("environment variable `{name}` is not set (needed by `{key}`)"),
+                        )
+                        .help(format!(
+                            "export {name}=…, or write `${{{name}:-default}}` for a default"
+                        )),
+                    );
+                    None
+                }
+                Err(VarError::Syntax(msg)) => {
+                    problems.push(Problem::new(Some(value.span()), format!("`{key}`: {msg}")));
+                    None
+                }
+            }
+        };
+
+    // Paths, relative to the manifest's folder.
+    let dir = |value: &Option<Spanned<String>>,
+               default: &str,
+               key: &str,
+               must_exist: bool,
+               problems: &mut Vec<Problem>|
+     -> PathBuf {
+        let (raw, span) = match value {
+            Some(v) => (
+                resolve(v, key, problems).unwrap_or_default(),
+                Some(v.span()),
+            ),
+            None => (default.to_string(), None),
+        };
+        let p = normalize(&base.join(&raw));
+        if must_exist && !p.is_dir() {
+            problems.push(Problem::new(
+                span,
+                format!("`{key}`: folder {} does not exist", p.display()),
+            ));
+        }
+        p
+    };
+    let sql_dir = dir(&wire.paths.sql, "../sql", "paths.sql", true, problems);
+    let vocab_dir = dir(&wire.paths.vocab, "../vocab", "paths.vocab", true, problems);
+    let lake_dir = dir(
+        &wire.paths.lake,
+        &format!("../lake/{tenant}"),
+        "paths.lake",
+        false,
+        problems,
+    );
+
+    let engine = EngineSettings {
+        memory_limit: wire
+            .engine
+            .memory_limit
+            .as_ref()
+            .and_then(|v| resolve(v, "engine.memory_limit", problems))
+            .unwrap_or_else(|| "2GB".to_string()),
+        threads: wire.engine.threads.as_ref().map(|t| *t.get_ref()),
+        extension_directory: match &wire.engine.extension_directory {
+            Some(v) => normalize(
+                &base.join(resolve(v, "engine.extension_directory", problems).unwrap_or_default()),
+            ),
+            None => normalize(&base.join("../.tools/extensions")),
+        },
+        keep_outputs: wire
+            .engine
+            .keep_outputs
+            .as_ref()
+            .map_or(7, |k| *k.get_ref() as usize),
+        transform_batch_rows: match &wire.engine.transform_batch_rows {
+            Some(rows) if *rows.get_ref() == 0 => {
+                problems.push(Problem::new(
+                    Some(rows.span()),
+                    "`engine.transform_batch_rows` must be at least 1",
+                ));
+                DEFAULT_TRANSFORM_BATCH_ROWS
+            }
+            Some(rows) => *rows.get_ref(),
+            None => DEFAULT_TRANSFORM_BATCH_ROWS,
+        },
+    };
+
+    let mut sources = Vec::new();
+    for (name, source) in &wire.sources {
+        if let Some(mut s) = compile_source(name, source, &resolve, problems) {
+            if let SourceKind::Folder(folder) = &mut s.kind {
+                folder.path = normalize(&base.join(&folder.path));
+            }
+            s.maps = compile_maps(&s, source.get_ref(), &base, problems);
+            sources.push(s);
+        }
+    }
+    let source_names: Vec<&str> = wire.sources.keys().map(String::as_str).collect();
+
+    if wire.steps.is_empty() {
+        problems.push(Problem::new(
+            None,
+            "no steps: add at least one [[steps]] table",
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut seen = BTreeSet::new();
+    for step in &wire.steps {
+        let span = step.span();
+        let step = step.get_ref();
+        let name = step.name.get_ref().clone();
+        if !seen.insert(name.clone()) {
+            problems.push(Problem::new(
+                Some(step.name.span()),
+                format!("step name `{name}` is used twice: step names must be unique"),
+            ));
+        }
+        let given = [
+            step.extract.is_some(),
+            step.sql.is_some(),
+            step.publish.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            problems.push(Problem::new(
+                Some(span),
+                format!("step `{name}` must have exactly one of `extract`, `sql` or `publish` (found {given})"),
+            ));
+            continue;
+        }
+        let action = if let Some(source) = &step.extract {
+            let s = source.get_ref();
+            if !source_names.contains(&s.as_str()) {
+                let mut p = Problem::new(
+                    Some(source.span()),
+                    format!(
+                        "step `{name}` extracts from unknown source `{s}`: the manifest defines {}",
+                        list_or_none(&source_names)
+                    ),
+                );
+                if let Some(near) = nearest(s, source_names.iter().copied()) {
+                    p = p.help(format!("did you mean `{near}`?"));
+                }
+                problems.push(p);
+            }
+            StepAction::Extract { source: s.clone() }
+        } else if let Some(files) = &step.sql {
+            let mut models = Vec::new();
+            if files.get_ref().is_empty() {
+                problems.push(Problem::new(
+                    Some(files.span()),
+                    format!("step `{name}`: `sql` lists no file"),
+                ));
+            }
+            for file in files.get_ref() {
+                let p = normalize(&sql_dir.join("models").join(file.get_ref()));
+                if !p.is_file() {
+                    problems.push(Problem::new(
+                        Some(file.span()),
+                        format!("step `{name}`: SQL file {} does not exist", p.display()),
+                    ));
+                }
+                models.push(p);
+            }
+            StepAction::Transform { models }
+        } else if let Some(tables) = &step.publish {
+            let mut out = Vec::new();
+            for table in tables.get_ref() {
+                let t = table.get_ref();
+                if !OMOP_TABLES.contains(&t.as_str()) {
+                    let mut p = Problem::new(
+                        Some(table.span()),
+                        format!(
+                            "step `{name}` publishes unknown table `{t}`: expected one of {}",
+                            list_or_none(OMOP_TABLES)
+                        ),
+                    );
+                    if let Some(near) = nearest(t, OMOP_TABLES.iter().copied()) {
+                        p = p.help(format!("did you mean `{near}`?"));
+                    }
+                    problems.push(p);
+                }
+                out.push(t.clone());
+            }
+            StepAction::Publish { tables: out }
+        } else {
+            unreachable!("exactly one action was checked above")
+        };
+        steps.push(Step { name, action });
+    }
+
+    let defaults = RetryPolicy::default();
+    let seconds = |v: &Option<Spanned<f64>>,
+                   default: std::time::Duration,
+                   key: &str,
+                   problems: &mut Vec<Problem>| match v {
+        None => default,
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 && *v.get_ref() <= 86_400.0 => {
+            std::time::Duration::from_secs_f64(*v.get_ref())
+        }
+        Some(v) => {
+            problems.push(Problem::new(
+                Some(v.span()),
+                format!("`{key}` must be between 0 and 86400 seconds"),
+            ));
+            default
+        }
+    };
+    let retry = RetryPolicy {
+        attempts: match &wire.retry.attempts {
+            None => defaults.attempts,
+            Some(a) if *a.get_ref() >= 1 => *a.get_ref(),
+            Some(a) => {
+                problems.push(Problem::new(
+                    Some(a.span()),
+                    "`retry.attempts` counts the first attempt: 1 or more",
+                ));
+                1
+            }
+        },
+        initial_delay: seconds(
+            &wire.retry.initial_delay_seconds,
+            defaults.initial_delay,
+            "retry.initial_delay_seconds",
+            problems,
+        ),
+        max_delay: seconds(
+            &wire.retry.max_delay_seconds,
+            defaults.max_delay,
+            "retry.max_delay_seconds",
+            problems,
+        ),
+    };
+
+    let outputs_group = wire.paths.outputs_group.as_ref().and_then(|g| {
+        let name = resolve(g, "paths.outputs_group", problems)?;
+        if name.is_empty() {
+            // `${VAR:-}` unset: owner-only, as without the key
+            return None;
+        }
+        let group = crate::privacy::Group::lookup(&name);
+        if group.is_none() {
+            problems.push(Problem::new(
+                Some(g.span()),
+                format!("`paths.outputs_group`: no group named {name:?} on this machine (see /etc/group)"),
+            ));
+        }
+        group
+    });
+
+    // secrets written out rather than taken from the environment
+    let literal_secrets = wire
+        .sources
+        .iter()
+        .flat_map(|(name, source)| {
+            let s = source.get_ref();
+            [
+                ("password", &s.password),
+                ("access_key_id", &s.access_key_id),
+                ("secret_access_key", &s.secret_access_key),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.get_ref().contains("${")))
+            .map(move |(key, _)| format!("sources.{name}.{key}"))
+        })
+        .collect();
+
+    Some(Manifest {
+        path: path.to_path_buf(),
+        tenant,
+        sql_dir,
+        vocab_dir,
+        lake_dir,
+        outputs_group,
+        engine,
+        sources,
+        steps,
+        retry,
+        files: vec![path.to_path_buf()],
+        literal_secrets,
+        text: String::new(),
+    })
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+type Resolve<'a> = dyn Fn(&Spanned<String>, &str, &mut Vec<Problem>) -> Option<String> + 'a;
+
+/// The source's mappings to the staging contract: known entities and fields, the required
+/// fields present, the table a mapping reads one of the source's own.
+fn compile_maps(
+    source: &Source,
+    w: &SourceWire,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, crate::staging::EntityMap> {
+    let mut out = BTreeMap::new();
+    let Some(maps) = &w.map else {
+        return out;
+    };
+    let name = &source.name;
+    let entities: Vec<&str> = crate::staging::ENTITIES.iter().map(|(e, _)| *e).collect();
+    for (entity, map) in maps.get_ref() {
+        let key = format!("sources.{name}.map.{entity}");
+        let Some(contract) = crate::staging::fields(entity) else {
+            let hint = nearest(entity, entities.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            problems.push(Problem::new(
+                Some(map.span()),
+                format!(
+                    "`{key}`: the staging contract has no entity `{entity}`{hint}; it has {}",
+                    list_or_none(&entities)
+                ),
+            ));
+            continue;
+        };
+        let mut fields = BTreeMap::new();
+        let mut spans = BTreeMap::new();
+        let mut table = None;
+        let mut model = None;
+        for (field, value) in map.get_ref() {
+            if field == "table" {
+                table = Some(value);
+                continue;
+            }
+            if field == "model" {
+                let file = normalize(&base.join(value.get_ref()));
+                if !file.is_file() {
+                    problems.push(Problem::new(
+                        Some(value.span()),
+                        format!(
+                            "`{key}.model`: staging model file {} does not exist",
+                            file.display()
+                        ),
+                    ));
+                }
+                spans.insert("model".to_string(), value.span());
+                model = Some(file);
+                continue;
+            }
+            if contract.iter().any(|f| f.name == field) {
+                fields.insert(field.clone(), value.get_ref().clone());
+                spans.insert(field.clone(), value.span());
+                let declared = match &source.kind {
+                    SourceKind::S3(s3) => Some(&s3.columns),
+                    SourceKind::Folder(folder) => Some(&folder.columns),
+                    SourceKind::Postgres(_) => None,
+                };
+                if let Some(columns) = declared {
+                    let v = value.get_ref();
+                    let plain = crate::staging::expression(v).starts_with('"');
+                    if plain && !columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
+                        let hint = nearest(v, columns.iter().map(String::as_str))
+                            .map(|n| format!(" (did you mean `{n}`?)"))
+                            .unwrap_or_default();
+                        problems.push(Problem::new(
+                            Some(value.span()),
+                            format!(
+                                "`{key}.{field}`: column `{v}` is not one of source `{name}`'s `columns`{hint}"
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                let names: Vec<&str> = contract.iter().map(|f| f.name).collect();
+                let hint = nearest(field, names.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    Some(value.span()),
+                    format!(
+                        "`{key}.{field}`: `{field}` is not a field of the staging contract's {entity}{hint}; its fields are {}",
+                        list_or_none(&names)
+                    ),
+                ));
+            }
+        }
+        for f in contract.iter().filter(|f| f.required) {
+            if !map.get_ref().contains_key(f.name) {
+                problems.push(Problem::new(
+                    Some(map.span()),
+                    format!(
+                        "`{key}` does not map `{}`, which the staging contract requires ({})",
+                        f.name, f.doc
+                    ),
+                ));
+            }
+        }
+        let raw = match (&source.kind, table) {
+            (SourceKind::Postgres(pg), Some(t)) => {
+                let t_name = t.get_ref();
+                if !pg.tables.contains(t_name) {
+                    problems.push(Problem::new(
+                        Some(t.span()),
+                        format!(
+                            "`{key}.table`: `{t_name}` is not one of the source's tables ({})",
+                            list_or_none(&pg.tables.iter().map(String::as_str).collect::<Vec<_>>())
+                        ),
+                    ));
+                } else if !pg.keys.contains_key(t_name) {
+                    problems.push(Problem::new(
+                        Some(t.span()),
+                        format!("`{key}.table`: table `{t_name}` needs a key in `sources.{name}.keys` (it identifies each row's lineage)"),
+                    ));
+                }
+                crate::sources::raw_table(name, t_name)
+            }
+            (SourceKind::Postgres(_), None) => {
+                problems.push(Problem::new(
+                    Some(map.span()),
+                    format!("`{key}` needs `table`: which of the source's tables holds the {entity} rows"),
+                ));
+                continue;
+            }
+            (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
+            (SourceKind::Folder(folder), None) => crate::sources::raw_table(name, &folder.table),
+            (SourceKind::S3(_) | SourceKind::Folder(_), Some(t)) => {
+                problems.push(Problem::new(
+                    Some(t.span()),
+                    format!(
+                        "`{key}.table` does not apply to a file source: its rows are in one table"
+                    ),
+                ));
+                continue;
+            }
+        };
+        out.insert(
+            entity.clone(),
+            crate::staging::EntityMap {
+                table: raw,
+                model,
+                fields,
+                spans,
+            },
+        );
+    }
+    out
+}
+
+fn compile_source(
+    name: &str,
+    source: &Spanned<SourceWire>,
+    resolve: &Resolve<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<Source> {
+    let table_span = source.span();
+    let w = source.get_ref();
+    let kind = w.kind.get_ref().as_str();
+    let key = |k: &str| format!("sources.{name}.{k}");
+
+    // Keys that belong to the other kind.
+    let postgres_only: [(&str, bool); 12] = [
+        ("host", w.host.is_some()),
+        ("port", w.port.is_some()),
+        ("database", w.database.is_some()),
+        ("user", w.user.is_some()),
+        ("password", w.password.is_some()),
+        ("schema", w.schema.is_some()),
+        ("tables", w.tables.is_some()),
+        ("cursor", w.cursor.is_some()),
+        ("keys", w.keys.is_some()),
+        ("lookback_seconds", w.lookback_seconds.is_some()),
+        ("snapshot", w.snapshot.is_some()),
+        ("detect_deletes", w.detect_deletes.is_some()),
+    ];
+    let bucket_only: [(&str, bool); 8] = [
+        ("endpoint", w.endpoint.is_some()),
+        ("region", w.region.is_some()),
+        ("bucket", w.bucket.is_some()),
+        ("prefix", w.prefix.is_some()),
+        ("access_key_id", w.access_key_id.is_some()),
+        ("secret_access_key", w.secret_access_key.is_some()),
+        ("use_ssl", w.use_ssl.is_some()),
+        ("url_style", w.url_style.is_some()),
+    ];
+    let files_only: [(&str, bool); 3] = [
+        ("table", w.table.is_some()),
+        ("columns", w.columns.is_some()),
+        ("on_bad_file", w.on_bad_file.is_some()),
+    ];
+    let folder_only: [(&str, bool); 2] = [
+        ("path", w.path.is_some()),
+        ("settle_seconds", w.settle_seconds.is_some()),
+    ];
+    let misplaced = |keys: &[(&str, bool)], problems: &mut Vec<Problem>| {
+        for (k, present) in keys {
+            if *present {
+                problems.push(Problem::new(
+                    Some(w.kind.span()),
+                    format!("`{}` does not apply to a {kind} source", key(k)),
+                ));
+            }
+        }
+    };
+    let required =
+        |v: &Option<Spanned<String>>, k: &str, problems: &mut Vec<Problem>| -> Option<String> {
+            match v {
+                Some(v) => resolve(v, &key(k), problems),
+                None => {
+                    problems.push(Problem::new(
+                        Some(table_span.clone()),
+                        format!("source `{name}` ({kind}) needs `{k}`"),
+                    ));
+                    None
+                }
+            }
+        };
+    let optional = |v: &Option<Spanned<String>>,
+                    k: &str,
+                    default: &str,
+                    problems: &mut Vec<Problem>|
+     -> String {
+        v.as_ref()
+            .and_then(|v| resolve(v, &key(k), problems))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let names = |v: &Option<Spanned<Vec<Spanned<String>>>>,
+                 k: &str,
+                 problems: &mut Vec<Problem>|
+     -> Vec<String> {
+        let Some(list) = v else {
+            problems.push(Problem::new(
+                Some(table_span.clone()),
+                format!("source `{name}` ({kind}) needs `{k}`"),
+            ));
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            problems.push(Problem::new(
+                Some(list.span()),
+                format!("`{}` is empty", key(k)),
+            ));
+        }
+        list.get_ref()
+            .iter()
+            .filter_map(|item| {
+                let s = item.get_ref();
+                if is_identifier(s) {
+                    Some(s.clone())
+                } else {
+                    problems.push(Problem::new(
+                        Some(item.span()),
+                        format!(
+                            "`{}`: {s:?} is not a plain name (letters, digits, `_`)",
+                            key(k)
+                        ),
+                    ));
+                    None
+                }
+            })
+            .collect()
+    };
+
+    if !is_identifier(name) {
+        problems.push(Problem::new(
+            Some(table_span.clone()),
+            format!("source name `{name}` must be letters, digits and `_` (it names raw tables)"),
+        ));
+    }
+
+    // What every file-based kind has: the raw table, the columns, what a bad file does.
+    let file_settings = |problems: &mut Vec<Problem>| {
+        let on_bad_file = match w
+            .on_bad_file
+            .as_ref()
+            .map(|s| (s.get_ref().as_str(), s.span()))
+        {
+            None | Some(("skip", _)) => OnBadFile::Skip,
+            Some(("fail", _)) => OnBadFile::Fail,
+            Some((other, span)) => {
+                problems.push(Problem::new(
+                    Some(span),
+                    format!(
+                        "`{}`: {other:?} is not a choice: expected \"skip\" or \"fail\"",
+                        key("on_bad_file")
+                    ),
+                ));
+                OnBadFile::Skip
+            }
+        };
+        let table = optional(&w.table, "table", "provider", problems);
+        if !is_identifier(&table) {
+            problems.push(Problem::new(
+                w.table.as_ref().map(|t| t.span()),
+                format!("`{}`: {table:?} is not a plain name", key("table")),
+            ));
+        }
+        let columns = match &w.columns {
+            Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+            None => {
+                problems.push(Problem::new(
+                    Some(table_span.clone()),
+                    format!("source `{name}` ({kind}) needs `columns`: the columns its files are expected to have"),
+                ));
+                Vec::new()
+            }
+        };
+        (table, columns, on_bad_file)
+    };
+
+    match kind {
+        "postgres" => {
+            misplaced(&bucket_only, problems);
+            misplaced(&files_only, problems);
+            misplaced(&folder_only, problems);
+            let host = required(&w.host, "host", problems);
+            let port = match &w.port {
+                None => Some(5432),
+                Some(p) => {
+                    resolve(p, &key("port"), problems).and_then(|s| match s.parse::<u16>() {
+                        Ok(port) if port > 0 => Some(port),
+                        _ => {
+                            problems.push(Problem::new(
+                                Some(p.span()),
+                                format!("`{}`: {s:?} is not a port number (1-65535)", key("port")),
+                            ));
+                            None
+                        }
+                    })
+                }
+            };
+            let database = required(&w.database, "database", problems);
+            let user = required(&w.user, "user", problems);
+            let password = required(&w.password, "password", problems);
+            let schema = optional(&w.schema, "schema", "public", problems);
+            let tables = names(&w.tables, "tables", problems);
+            let snapshot: Vec<String> = match &w.snapshot {
+                None => Vec::new(),
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .filter_map(|t| {
+                        if tables.contains(t.get_ref()) {
+                            Some(t.get_ref().clone())
+                        } else {
+                            problems.push(Problem::new(
+                                Some(t.span()),
+                                format!(
+                                    "`{}`: `{}` is not one of the source's tables",
+                                    key("snapshot"),
+                                    t.get_ref()
+                                ),
+                            ));
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            let cursor = w.cursor.as_ref().map(|c| c.get_ref().clone());
+            let mut keys = BTreeMap::new();
+            if let Some(k) = &w.keys {
+                for (table, column) in k.get_ref() {
+                    if !tables.contains(table) {
+                        problems.push(Problem::new(
+                            Some(k.span()),
+                            format!(
+                                "`{}`: `{table}` is not one of the source's tables",
+                                key("keys")
+                            ),
+                        ));
+                    }
+                    keys.insert(table.clone(), column.get_ref().clone());
+                }
+            }
+            if cursor.is_some() {
+                for table in tables.iter().filter(|t| !snapshot.contains(t)) {
+                    if !keys.contains_key(table) {
+                        problems.push(
+                            Problem::new(
+                                w.cursor.as_ref().map(|c| c.span()),
+                                format!("table `{table}` is read incrementally (`cursor`) but `{}` names no key for it", key("keys")),
+                            )
+                            .help(format!("add `keys = {{ {table} = \"{table}_id\" }}`, or list it in `snapshot` to read it whole")),
+                        );
+                    }
+                }
+            }
+            Some(Source {
+                maps: BTreeMap::new(),
+                name: name.to_string(),
+                kind: SourceKind::Postgres(PostgresSource {
+                    host: host?,
+                    port: port?,
+                    database: database?,
+                    user: user?,
+                    password: Secret::new(password?),
+                    schema,
+                    tables,
+                    cursor,
+                    keys,
+                    lookback: std::time::Duration::from_secs(
+                        w.lookback_seconds.as_ref().map_or(3600, |l| *l.get_ref()),
+                    ),
+                    snapshot,
+                    detect_deletes: w.detect_deletes.as_ref().is_none_or(|d| *d.get_ref()),
+                }),
+            })
+        }
+        "s3" => {
+            misplaced(&postgres_only, problems);
+            misplaced(&folder_only, problems);
+            let endpoint = required(&w.endpoint, "endpoint", problems);
+            let region = optional(&w.region, "region", "us-east-1", problems);
+            let bucket = required(&w.bucket, "bucket", problems);
+            let prefix = optional(&w.prefix, "prefix", "", problems);
+            let access_key_id = required(&w.access_key_id, "access_key_id", problems);
+            let secret_access_key = required(&w.secret_access_key, "secret_access_key", problems);
+            let url_style = match w
+                .url_style
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span()))
+            {
+                None | Some(("path", _)) => UrlStyle::Path,
+                Some(("vhost", _)) => UrlStyle::Vhost,
+                Some((other, span)) => {
+                    problems.push(Problem::new(
+                        Some(span),
+                        format!(
+                            "`{}`: {other:?} is not a URL style: expected \"path\" or \"vhost\"",
+                            key("url_style")
+                        ),
+                    ));
+                    UrlStyle::Path
+                }
+            };
+            let (table, columns, on_bad_file) = file_settings(problems);
+            Some(Source {
+                maps: BTreeMap::new(),
+                name: name.to_string(),
+                kind: SourceKind::S3(S3Source {
+                    endpoint: endpoint?,
+                    region,
+                    bucket: bucket?,
+                    prefix,
+                    access_key_id: Secret::new(access_key_id?),
+                    secret_access_key: Secret::new(secret_access_key?),
+                    use_ssl: w.use_ssl.as_ref().is_some_and(|b| *b.get_ref()),
+                    url_style,
+                    table,
+                    columns,
+                    on_bad_file,
+                }),
+            })
+        }
+        "folder" => {
+            misplaced(&postgres_only, problems);
+            misplaced(&bucket_only, problems);
+            let path = required(&w.path, "path", problems);
+            let settle = match &w.settle_seconds {
+                None => std::time::Duration::from_secs(1),
+                Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 => {
+                    std::time::Duration::from_secs_f64(*v.get_ref())
+                }
+                Some(v) => {
+                    problems.push(Problem::new(
+                        Some(v.span()),
+                        format!(
+                            "`{}` must be a number of seconds, 0 or more",
+                            key("settle_seconds")
+                        ),
+                    ));
+                    std::time::Duration::from_secs(1)
+                }
+            };
+            let (table, columns, on_bad_file) = file_settings(problems);
+            Some(Source {
+                maps: BTreeMap::new(),
+                name: name.to_string(),
+                kind: SourceKind::Folder(FolderSource {
+                    // resolved against the manifest's folder by `compile`
+                    path: PathBuf::from(path?),
+                    settle,
+                    table,
+                    columns,
+                    on_bad_file,
+                }),
+            })
+        }
+        other => {
+            let mut p = Problem::new(
+                Some(w.kind.span()),
+                format!(
+                    "source `{name}` has unknown kind {other:?}: expected \"postgres\", \"s3\" or \"folder\""
+                ),
+            );
+            if let Some(near) = nearest(other, ["postgres", "s3", "folder"]) {
+                p = p.help(format!("did you mean \"{near}\"?"));
+            }
+            problems.push(p);
+            None
+        }
+    }
+}
