@@ -125,6 +125,8 @@ pub fn fields(entity: &str) -> Option<&'static [Field]> {
 /// expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityMap {
+    /// The contract entity the rows become.
+    pub entity: String,
     pub table: String,
     /// A staging model file of the tenant's: a `select` over the raw table (written
     /// `{raw}` in it) that keeps its columns and adds or reshapes others, which the fields
@@ -168,9 +170,9 @@ pub fn expression(value: &str) -> String {
 }
 
 /// What a source's mapping reads: its staging model's view, or its raw table.
-fn relation(source: &str, entity: &str, map: &EntityMap) -> String {
+fn relation(source: &str, part: &str, map: &EntityMap) -> String {
     match &map.model {
-        Some(_) => format!("stg.{}", ident(&format!("{source}__{entity}__model"))),
+        Some(_) => format!("stg.{}", ident(&format!("{source}__{part}__model"))),
         None => map.table.clone(),
     }
 }
@@ -199,7 +201,7 @@ fn render_model(
 }
 
 /// The staging model's view over the raw table, for a mapping that has one.
-fn model_view(source: &str, entity: &str, map: &EntityMap) -> Result<Option<String>> {
+fn model_view(source: &str, part: &str, map: &EntityMap) -> Result<Option<String>> {
     let Some(file) = &map.model else {
         return Ok(None);
     };
@@ -208,12 +210,12 @@ fn model_view(source: &str, entity: &str, map: &EntityMap) -> Result<Option<Stri
     let body = render_model(&sql, source, map, &|raw: &str| raw.to_string());
     Ok(Some(format!(
         "create or replace view stg.{} as\n{body};\n",
-        ident(&format!("{source}__{entity}__model"))
+        ident(&format!("{source}__{part}__model"))
     )))
 }
 
 /// The view of one source and entity.
-fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> String {
+fn view(source: &str, part: &str, map: &EntityMap, lineage: &Lineage) -> String {
     let mut select = vec![
         format!("{} as source", literal(source)),
         format!("{} as source_kind", literal(lineage.kind)),
@@ -226,7 +228,7 @@ fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> Strin
         "_run_id".to_string(),
         format!("({})::timestamptz as _deleted_at", lineage.deleted_at),
     ];
-    for f in fields(entity).expect("checked by the manifest") {
+    for f in fields(&map.entity).expect("checked by the manifest") {
         let value = match (map.fields.get(f.name), f.name) {
             (Some(v), _) => expression(v),
             (None, "recency") => lineage.recency.clone(),
@@ -236,9 +238,9 @@ fn view(source: &str, entity: &str, map: &EntityMap, lineage: &Lineage) -> Strin
     }
     format!(
         "create or replace view stg.{} as\nselect\n    {}\nfrom {};\n",
-        ident(&format!("{source}__{entity}")),
+        ident(&format!("{source}__{part}")),
         select.join(",\n    "),
-        relation(source, entity, map)
+        relation(source, part, map)
     )
 }
 
@@ -276,19 +278,22 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
     let mut rejects = Vec::new();
     for source in &manifest.sources {
         let connector = crate::sources::connector(source);
-        for (entity, map) in &source.maps {
+        for (key, map) in &source.maps {
+            let entity = map.entity.as_str();
+            // the view's name: `<source>__<entity>`, or `<source>__<layout>__<entity>`
+            let part = key.replace('.', "__");
             if !existing.contains(&map.table) {
                 log::debug!("  stg: {} has no {} yet", map.table, source.name);
                 continue;
             }
             let lineage = connector.lineage(&map.table);
-            if let Some(model) = model_view(&source.name, entity, map)? {
+            if let Some(model) = model_view(&source.name, &part, map)? {
                 sql.push_str(&model);
             }
-            sql.push_str(&view(&source.name, entity, map, &lineage));
-            unions.entry(entity.as_str()).or_default().push(format!(
+            sql.push_str(&view(&source.name, &part, map, &lineage));
+            unions.entry(entity).or_default().push(format!(
                 "select * from stg.{}",
-                ident(&format!("{}__{entity}", source.name))
+                ident(&format!("{}__{part}", source.name))
             ));
             if entity == "provider" {
                 records.push(record(source, map, &lineage));
@@ -366,7 +371,15 @@ pub fn check_on(
             }
         }
         let mut checked = 0;
-        for (entity, map) in &source.maps {
+        for (key, map) in &source.maps {
+            let entity = map.entity.as_str();
+            // how the manifest names this mapping, in messages
+            let place = match key.split_once('.') {
+                Some((layout, _)) => {
+                    format!("sources.{}.layouts.{layout}.map.{entity}", source.name)
+                }
+                None => format!("sources.{}.map.{entity}", source.name),
+            };
             let Some(table) = connector.mapped_relation(&map.table)? else {
                 continue;
             };
@@ -399,8 +412,7 @@ pub fn check_on(
                         problems.push(Problem::new(
                             map.spans.get("model").cloned(),
                             format!(
-                                "`sources.{}.map.{entity}.model`: {} does not run over {}: {}",
-                                source.name,
+                                "`{place}.model`: {} does not run over {}: {}",
                                 file.display(),
                                 connector.describe_table(&map.table),
                                 binder_message(&format!("{err:#}"))
@@ -426,8 +438,7 @@ pub fn check_on(
                     problems.push(Problem::new(
                         map.spans.get(f.name).cloned(),
                         format!(
-                            "`sources.{}.map.{entity}.{}`: {} cannot give it: {reason}",
-                            source.name,
+                            "`{place}.{}`: {} cannot give it: {reason}",
                             f.name,
                             connector.describe_table(&map.table)
                         ),

@@ -193,3 +193,76 @@ fn a_folder_that_is_not_there_fails_the_run_naming_it() {
     t.run_ok(&[]);
     assert_sample_outputs(&t);
 }
+
+/// A file source receiving several shapes of file: each layout with its columns and its
+/// own mapping; a file takes the layout its header matches, and a file that matches none is
+/// rejected by key while the others load.
+#[test]
+fn files_of_several_layouts_each_map_their_own_way() {
+    let (t, drop) = folder_tenant("layouts");
+    t.write_manifest(|m| {
+        let start = m.find("[sources.files]\n").unwrap();
+        let end = start + m[start..].find("columns = ").unwrap();
+        let end = end + m[end..].find('\n').unwrap() + 1;
+        let m = format!(
+            "{}[sources.files]\nkind = \"folder\"\npath = \"{}\"\nsettle_seconds = 0.2\n{}",
+            &m[..start],
+            drop.display(),
+            &m[end..]
+        );
+        let map_start = m.find("[sources.files.map.provider]").unwrap();
+        let map_end = m.find("[[steps]]").unwrap();
+        let layouts = "[sources.files.layouts.standard]\n\
+            table = \"provider\"\n\
+            columns = [\"ProviderName\", \"ProviderID\", \"NPI\", \"Specialty\", \"SiteName\", \"SourceID\", \"SpecSource\", \"IDSource\"]\n\n\
+            [sources.files.layouts.standard.map.provider]\n\
+            name = \"ProviderName\"\nnpi = \"NPI\"\nsource_id = \"SourceID\"\nclient_provider_id = \"ProviderID\"\n\
+            specialty = \"Specialty\"\nspecialty_alt = \"SpecSource\"\nsite_name = \"SiteName\"\n\n\
+            [sources.files.layouts.export]\n\
+            columns = [\"Full Name\", \"NPI Number\", \"Speciality\", \"Site\", \"Staff Code\"]\n\n\
+            [sources.files.layouts.export.map.provider]\n\
+            name = \"Full Name\"\nnpi = \"NPI Number\"\nsource_id = \"Staff Code\"\nspecialty = \"Speciality\"\nsite_name = \"Site\"\n\n";
+        format!("{}{layouts}{}", &m[..map_start], &m[map_end..])
+    });
+    std::fs::write(
+        drop.join("providers/export-2026-11-29.csv"),
+        "Full Name;NPI Number;Speciality;Site;Staff Code\nZoe Young;1000000012;Neuro;Metro Med;ZY018\n",
+    )
+    .unwrap();
+    std::fs::write(
+        drop.join("providers/unknown-shape.csv"),
+        "Colour,Weight\nblue,12\n",
+    )
+    .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("providers/unknown-shape.csv: rejected, the other files go on: its header matches no declared layout (found [\"Colour\", \"Weight\"]; layouts: export ["),
+        "{log}"
+    );
+    // the sample's files took the standard layout, the export its own
+    assert_eq!(
+        t.query("select _object_key, count(*) from raw.files_provider group by 1 order by 1"),
+        table(
+            "providers/2026-11-27/providers.csv | 15
+             providers/2026-11-28/providers.csv | 3
+             providers/2026-11-28/providers.json | 3"
+        )
+    );
+    assert_eq!(
+        t.query("select _object_key, \"Full Name\", \"Staff Code\" from raw.files_export"),
+        table("providers/export-2026-11-29.csv | Zoe Young | ZY018")
+    );
+    assert_eq!(
+        t.query("select provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value from omop.provider where npi = '1000000012'"),
+        table("2 | Zoe Young | 1000000012 | 3 | ZY018 | Neuro")
+    );
+    assert_eq!(
+        t.query("select object_key, status from etl.file_ledger where object_key like '%unknown%'"),
+        table("providers/unknown-shape.csv | rejected")
+    );
+    // every row of both layouts accounted for under the one source
+    assert_eq!(
+        t.query("select rows_read, loaded, merged, quarantined from etl.reconciliation where source = 'files'"),
+        table("22 | 16 | 4 | 2")
+    );
+}

@@ -347,145 +347,177 @@ fn compile_maps(
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, crate::staging::EntityMap> {
     let mut out = BTreeMap::new();
-    let Some(maps) = &w.map else {
-        return out;
-    };
     let name = &source.name;
+    // the source's map, or each layout's
+    let mut groups: Vec<(String, &Spanned<MapsWire>, Option<&Layout>)> = Vec::new();
+    if let Some(map) = &w.map {
+        groups.push((format!("sources.{name}.map"), map, None));
+    }
+    let layouts: &[Layout] = match &source.kind {
+        SourceKind::S3(s3) => &s3.layouts,
+        SourceKind::Folder(folder) => &folder.layouts,
+        SourceKind::Postgres(_) => &[],
+    };
+    if let Some(wired) = &w.layouts {
+        for (layout_name, lw) in wired.get_ref() {
+            if let (Some(map), Some(layout)) = (
+                &lw.get_ref().map,
+                layouts.iter().find(|l| &l.name == layout_name),
+            ) {
+                groups.push((
+                    format!("sources.{name}.layouts.{layout_name}.map"),
+                    map,
+                    Some(layout),
+                ));
+            }
+        }
+    }
     let entities: Vec<&str> = crate::staging::ENTITIES.iter().map(|(e, _)| *e).collect();
-    for (entity, map) in maps.get_ref() {
-        let key = format!("sources.{name}.map.{entity}");
-        let Some(contract) = crate::staging::fields(entity) else {
-            let hint = nearest(entity, entities.iter().copied())
-                .map(|n| format!(" (did you mean `{n}`?)"))
-                .unwrap_or_default();
-            problems.push(Problem::new(
-                Some(map.span()),
-                format!(
-                    "`{key}`: the staging contract has no entity `{entity}`{hint}; it has {}",
-                    list_or_none(&entities)
-                ),
-            ));
-            continue;
-        };
-        let mut fields = BTreeMap::new();
-        let mut spans = BTreeMap::new();
-        let mut table = None;
-        let mut model = None;
-        for (field, value) in map.get_ref() {
-            if field == "table" {
-                table = Some(value);
+    for (prefix, maps, layout) in groups {
+        for (entity, map) in maps.get_ref() {
+            let key = format!("{prefix}.{entity}");
+            let Some(contract) = crate::staging::fields(entity) else {
+                let hint = nearest(entity, entities.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    Some(map.span()),
+                    format!(
+                        "`{key}`: the staging contract has no entity `{entity}`{hint}; it has {}",
+                        list_or_none(&entities)
+                    ),
+                ));
                 continue;
-            }
-            if field == "model" {
-                let file = normalize(&base.join(value.get_ref()));
-                if !file.is_file() {
-                    problems.push(Problem::new(
-                        Some(value.span()),
-                        format!(
-                            "`{key}.model`: staging model file {} does not exist",
-                            file.display()
-                        ),
-                    ));
+            };
+            let mut fields = BTreeMap::new();
+            let mut spans = BTreeMap::new();
+            let mut table = None;
+            let mut model = None;
+            for (field, value) in map.get_ref() {
+                if field == "table" {
+                    table = Some(value);
+                    continue;
                 }
-                spans.insert("model".to_string(), value.span());
-                model = Some(file);
-                continue;
-            }
-            if contract.iter().any(|f| f.name == field) {
-                fields.insert(field.clone(), value.get_ref().clone());
-                spans.insert(field.clone(), value.span());
-                let declared = match &source.kind {
-                    SourceKind::S3(s3) => Some(&s3.columns),
-                    SourceKind::Folder(folder) => Some(&folder.columns),
-                    SourceKind::Postgres(_) => None,
-                };
-                if let Some(columns) = declared {
-                    let v = value.get_ref();
-                    let plain = crate::staging::expression(v).starts_with('"');
-                    if plain && !columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
-                        let hint = nearest(v, columns.iter().map(String::as_str))
-                            .map(|n| format!(" (did you mean `{n}`?)"))
-                            .unwrap_or_default();
+                if field == "model" {
+                    let file = normalize(&base.join(value.get_ref()));
+                    if !file.is_file() {
                         problems.push(Problem::new(
+                            Some(value.span()),
+                            format!(
+                                "`{key}.model`: staging model file {} does not exist",
+                                file.display()
+                            ),
+                        ));
+                    }
+                    spans.insert("model".to_string(), value.span());
+                    model = Some(file);
+                    continue;
+                }
+                if contract.iter().any(|f| f.name == field) {
+                    fields.insert(field.clone(), value.get_ref().clone());
+                    spans.insert(field.clone(), value.span());
+                    let declared = match (&source.kind, layout) {
+                        (_, Some(layout)) => Some(&layout.columns),
+                        (SourceKind::S3(s3), None) => Some(&s3.columns),
+                        (SourceKind::Folder(folder), None) => Some(&folder.columns),
+                        (SourceKind::Postgres(_), None) => None,
+                    };
+                    if let Some(columns) = declared {
+                        let v = value.get_ref();
+                        let plain = crate::staging::expression(v).starts_with('"');
+                        if plain && !columns.iter().any(|c| c.eq_ignore_ascii_case(v)) {
+                            let hint = nearest(v, columns.iter().map(String::as_str))
+                                .map(|n| format!(" (did you mean `{n}`?)"))
+                                .unwrap_or_default();
+                            problems.push(Problem::new(
                             Some(value.span()),
                             format!(
                                 "`{key}.{field}`: column `{v}` is not one of source `{name}`'s `columns`{hint}"
                             ),
                         ));
+                        }
                     }
-                }
-            } else {
-                let names: Vec<&str> = contract.iter().map(|f| f.name).collect();
-                let hint = nearest(field, names.iter().copied())
-                    .map(|n| format!(" (did you mean `{n}`?)"))
-                    .unwrap_or_default();
-                problems.push(Problem::new(
+                } else {
+                    let names: Vec<&str> = contract.iter().map(|f| f.name).collect();
+                    let hint = nearest(field, names.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    problems.push(Problem::new(
                     Some(value.span()),
                     format!(
                         "`{key}.{field}`: `{field}` is not a field of the staging contract's {entity}{hint}; its fields are {}",
                         list_or_none(&names)
                     ),
                 ));
+                }
             }
-        }
-        for f in contract.iter().filter(|f| f.required) {
-            if !map.get_ref().contains_key(f.name) {
-                problems.push(Problem::new(
-                    Some(map.span()),
-                    format!(
-                        "`{key}` does not map `{}`, which the staging contract requires ({})",
-                        f.name, f.doc
-                    ),
-                ));
-            }
-        }
-        let raw = match (&source.kind, table) {
-            (SourceKind::Postgres(pg), Some(t)) => {
-                let t_name = t.get_ref();
-                if !pg.tables.contains(t_name) {
+            for f in contract.iter().filter(|f| f.required) {
+                if !map.get_ref().contains_key(f.name) {
                     problems.push(Problem::new(
-                        Some(t.span()),
+                        Some(map.span()),
                         format!(
-                            "`{key}.table`: `{t_name}` is not one of the source's tables ({})",
-                            list_or_none(&pg.tables.iter().map(String::as_str).collect::<Vec<_>>())
+                            "`{key}` does not map `{}`, which the staging contract requires ({})",
+                            f.name, f.doc
                         ),
                     ));
-                } else if !pg.keys.contains_key(t_name) {
-                    problems.push(Problem::new(
+                }
+            }
+            let raw = match (&source.kind, table) {
+                (SourceKind::Postgres(pg), Some(t)) => {
+                    let t_name = t.get_ref();
+                    if !pg.tables.contains(t_name) {
+                        problems.push(Problem::new(
+                            Some(t.span()),
+                            format!(
+                                "`{key}.table`: `{t_name}` is not one of the source's tables ({})",
+                                list_or_none(
+                                    &pg.tables.iter().map(String::as_str).collect::<Vec<_>>()
+                                )
+                            ),
+                        ));
+                    } else if !pg.keys.contains_key(t_name) {
+                        problems.push(Problem::new(
                         Some(t.span()),
                         format!("`{key}.table`: table `{t_name}` needs a key in `sources.{name}.keys` (it identifies each row's lineage)"),
                     ));
+                    }
+                    crate::sources::raw_table(name, t_name)
                 }
-                crate::sources::raw_table(name, t_name)
-            }
-            (SourceKind::Postgres(_), None) => {
-                problems.push(Problem::new(
+                (SourceKind::Postgres(_), None) => {
+                    problems.push(Problem::new(
                     Some(map.span()),
                     format!("`{key}` needs `table`: which of the source's tables holds the {entity} rows"),
                 ));
-                continue;
-            }
-            (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
-            (SourceKind::Folder(folder), None) => crate::sources::raw_table(name, &folder.table),
-            (SourceKind::S3(_) | SourceKind::Folder(_), Some(t)) => {
-                problems.push(Problem::new(
-                    Some(t.span()),
-                    format!(
+                    continue;
+                }
+                (SourceKind::S3(_) | SourceKind::Folder(_), None) if layout.is_some() => {
+                    crate::sources::raw_table(name, &layout.expect("checked").table)
+                }
+                (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
+                (SourceKind::Folder(folder), None) => {
+                    crate::sources::raw_table(name, &folder.table)
+                }
+                (SourceKind::S3(_) | SourceKind::Folder(_), Some(t)) => {
+                    problems.push(Problem::new(
+                        Some(t.span()),
+                        format!(
                         "`{key}.table` does not apply to a file source: its rows are in one table"
                     ),
-                ));
-                continue;
-            }
-        };
-        out.insert(
-            entity.clone(),
-            crate::staging::EntityMap {
-                table: raw,
-                model,
-                fields,
-                spans,
-            },
-        );
+                    ));
+                    continue;
+                }
+            };
+            out.insert(
+                layout.map_or(entity.clone(), |l| format!("{}.{entity}", l.name)),
+                crate::staging::EntityMap {
+                    entity: entity.clone(),
+                    table: raw,
+                    model,
+                    fields,
+                    spans,
+                },
+            );
+        }
     }
     out
 }
@@ -526,10 +558,11 @@ fn compile_source(
         ("use_ssl", w.use_ssl.is_some()),
         ("url_style", w.url_style.is_some()),
     ];
-    let files_only: [(&str, bool); 3] = [
+    let files_only: [(&str, bool); 4] = [
         ("table", w.table.is_some()),
         ("columns", w.columns.is_some()),
         ("on_bad_file", w.on_bad_file.is_some()),
+        ("layouts", w.layouts.is_some()),
     ];
     let folder_only: [(&str, bool); 2] = [
         ("path", w.path.is_some()),
@@ -638,17 +671,79 @@ fn compile_source(
                 format!("`{}`: {table:?} is not a plain name", key("table")),
             ));
         }
-        let columns = match &w.columns {
-            Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
-            None => {
+        let layouts: Vec<Layout> = match (&w.layouts, &w.columns) {
+            (Some(layouts), columns) => {
+                if let Some(c) = columns {
+                    problems.push(Problem::new(
+                        Some(c.span()),
+                        format!(
+                            "`{}`: with `layouts`, each layout lists its own columns",
+                            key("columns")
+                        ),
+                    ));
+                }
+                if let Some(m) = &w.map {
+                    problems.push(Problem::new(
+                        Some(m.span()),
+                        format!(
+                            "`{}`: with `layouts`, each layout has its own map",
+                            key("map")
+                        ),
+                    ));
+                }
+                layouts
+                    .get_ref()
+                    .iter()
+                    .map(|(layout, l)| {
+                        let l_key = format!("{}.{layout}", key("layouts"));
+                        let table = l
+                            .get_ref()
+                            .table
+                            .as_ref()
+                            .map_or(layout.clone(), |t| t.get_ref().clone());
+                        if !is_identifier(&table) || !is_identifier(layout) {
+                            problems.push(Problem::new(
+                                Some(l.span()),
+                                format!("`{l_key}`: layout and table names are plain names"),
+                            ));
+                        }
+                        let columns = match &l.get_ref().columns {
+                            Some(list) => list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+                            None => {
+                                problems.push(Problem::new(
+                                    Some(l.span()),
+                                    format!("`{l_key}` needs `columns`: the columns files of this layout have"),
+                                ));
+                                Vec::new()
+                            }
+                        };
+                        Layout {
+                            name: layout.clone(),
+                            table,
+                            columns,
+                        }
+                    })
+                    .collect()
+            }
+            (None, Some(list)) => vec![Layout {
+                name: table.clone(),
+                table: table.clone(),
+                columns: list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+            }],
+            (None, None) => {
                 problems.push(Problem::new(
                     Some(table_span.clone()),
-                    format!("source `{name}` ({kind}) needs `columns`: the columns its files are expected to have"),
+                    format!("source `{name}` ({kind}) needs `columns` (or `layouts`): the columns its files are expected to have"),
                 ));
-                Vec::new()
+                vec![Layout {
+                    name: table.clone(),
+                    table: table.clone(),
+                    columns: Vec::new(),
+                }]
             }
         };
-        (table, columns, on_bad_file)
+        let columns = layouts[0].columns.clone();
+        (table, columns, on_bad_file, layouts)
     };
 
     match kind {
@@ -776,7 +871,7 @@ fn compile_source(
                     UrlStyle::Path
                 }
             };
-            let (table, columns, on_bad_file) = file_settings(problems);
+            let (table, columns, on_bad_file, layouts) = file_settings(problems);
             Some(Source {
                 maps: BTreeMap::new(),
                 name: name.to_string(),
@@ -792,6 +887,7 @@ fn compile_source(
                     table,
                     columns,
                     on_bad_file,
+                    layouts,
                 }),
             })
         }
@@ -815,7 +911,7 @@ fn compile_source(
                     std::time::Duration::from_secs(1)
                 }
             };
-            let (table, columns, on_bad_file) = file_settings(problems);
+            let (table, columns, on_bad_file, layouts) = file_settings(problems);
             Some(Source {
                 maps: BTreeMap::new(),
                 name: name.to_string(),
@@ -826,6 +922,7 @@ fn compile_source(
                     table,
                     columns,
                     on_bad_file,
+                    layouts,
                 }),
             })
         }

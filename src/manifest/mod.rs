@@ -90,6 +90,18 @@ pub struct FolderSource {
     pub table: String,
     pub columns: Vec<String>,
     pub on_bad_file: OnBadFile,
+    /// The shapes of file this source receives (one, named after `table`, unless the
+    /// manifest declares `layouts`).
+    pub layouts: Vec<Layout>,
+}
+
+/// One shape of file a file source receives: its columns, the raw table its rows go to.
+/// A file takes the layout whose columns its header matches best.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub name: String,
+    pub table: String,
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +138,8 @@ pub struct S3Source {
     pub table: String,
     pub columns: Vec<String>,
     pub on_bad_file: OnBadFile,
+    /// See [`FolderSource::layouts`].
+    pub layouts: Vec<Layout>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,7 +85,21 @@ pub(super) struct SourceWire {
     pub(super) settle_seconds: Option<Spanned<f64>>,
     // every kind: entity -> contract field (or `table`) -> column or expression
     pub(super) map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
+    // file kinds: several shapes of file, each with its columns and map
+    pub(super) layouts: Option<Spanned<BTreeMap<String, Spanned<LayoutWire>>>>,
 }
+
+/// One layout of a file source: `[sources.X.layouts.NAME]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LayoutWire {
+    pub(super) columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) table: Option<Spanned<String>>,
+    pub(super) map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
+}
+
+/// A source's (or layout's) mappings as written: entity -> its mapping.
+pub(super) type MapsWire = BTreeMap<String, Spanned<MapWire>>;
 
 /// One entity's mapping as written: contract field (or `table`) -> column or expression.
 pub(super) type MapWire = BTreeMap<String, Spanned<String>>;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{ident, literal, Engine};
-use crate::manifest::{EngineSettings, OnBadFile};
+use crate::manifest::{EngineSettings, Layout, OnBadFile};
 use crate::progress::Progress;
 use crate::sources::{raw_table, Connector, Fetched};
 use crate::staging::Lineage;
@@ -35,9 +35,18 @@ pub trait Store {
 /// does to the run.
 #[derive(Debug, Clone)]
 pub struct FileSettings {
-    pub table: String,
-    pub columns: Vec<String>,
+    /// The shapes of file the source receives; each file takes the one its header matches.
+    pub layouts: Vec<Layout>,
     pub on_bad_file: OnBadFile,
+}
+
+impl FileSettings {
+    /// The layout whose rows go to `raw` (a raw table of `source`).
+    fn layout_of(&self, source: &str, raw: &str) -> Option<&Layout> {
+        self.layouts
+            .iter()
+            .find(|l| raw_table(source, &l.table) == raw)
+    }
 }
 
 /// A file-based source, as the run, `etl plan`, `etl validate` and `etl state` see it.
@@ -92,7 +101,12 @@ impl Connector for FileSource<'_> {
         }
         lines.push(format!(
             "write  {} (rows of those objects)",
-            raw_table(self.name, &self.files.table)
+            self.files
+                .layouts
+                .iter()
+                .map(|l| raw_table(self.name, &l.table))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         Ok(lines)
     }
@@ -120,10 +134,12 @@ impl Connector for FileSource<'_> {
         }))
     }
 
-    fn mapped_relation(&self, _raw: &str) -> Result<Option<String>> {
-        // the raw table's shape: the declared columns, as text, and what etl adds
-        let mut cols: Vec<String> = self
-            .files
+    fn mapped_relation(&self, raw: &str) -> Result<Option<String>> {
+        let Some(layout) = self.files.layout_of(self.name, raw) else {
+            return Ok(None);
+        };
+        // the raw table's shape: the layout's columns, as text, and what etl adds
+        let mut cols: Vec<String> = layout
             .columns
             .iter()
             .map(|c| format!("null::varchar as {}", ident(c)))
@@ -474,15 +490,25 @@ fn load(
     run_id: &str,
     full_refresh: bool,
 ) -> Result<ExtractStats> {
-    let table = raw_table(name, &files.table);
+    let tables: Vec<String> = files
+        .layouts
+        .iter()
+        .map(|l| raw_table(name, &l.table))
+        .collect();
     if full_refresh {
+        for table in &tables {
+            engine.execute(&format!(
+                "drop table if exists {table}; drop table if exists {table}_rejects;"
+            ))?;
+        }
         engine.execute(&format!(
-            "drop table if exists {table}; drop table if exists {table}_rejects; \
-             delete from etl.file_ledger where source = {};",
+            "delete from etl.file_ledger where source = {};",
             literal(name)
         ))?;
     }
-    ensure_raw_table(engine, &table, &files.columns)?;
+    for (layout, table) in files.layouts.iter().zip(&tables) {
+        ensure_raw_table(engine, table, &layout.columns)?;
+    }
     let mut stats = ExtractStats {
         listed: fetched.listed,
         skipped_unchanged: fetched.unchanged,
@@ -490,11 +516,13 @@ fn load(
     };
     for staged in &fetched.objects {
         let object = &staged.object;
-        // A changed object replaces what was read from it before.
-        engine.execute(&format!(
-            "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
-            k = literal(&object.key)
-        ))?;
+        // A changed object replaces what was read from it before (whatever its layout was).
+        for table in &tables {
+            engine.execute(&format!(
+                "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
+                k = literal(&object.key)
+            ))?;
+        }
         let outcome = match &staged.state {
             Staged::Empty => {
                 log::warn!("  {}: empty object (0 bytes), nothing to load", object.key);
@@ -507,17 +535,21 @@ fn load(
                 records,
                 rejects,
             } => {
-                match load_object(
-                    engine,
-                    &table,
-                    name,
-                    files,
-                    object,
-                    *format,
-                    records,
-                    rejects.as_deref(),
-                    run_id,
-                )? {
+                let loaded = match choose_layout(engine, files, records)? {
+                    Err(reason) => Err(reason),
+                    Ok(layout) => load_object(
+                        engine,
+                        &raw_table(name, &layout.table),
+                        name,
+                        &layout.columns,
+                        object,
+                        *format,
+                        records,
+                        rejects.as_deref(),
+                        run_id,
+                    )?,
+                };
+                match loaded {
                     Ok((rows, rejected_rows)) => {
                         stats.loaded += 1;
                         stats.rows += rows;
@@ -590,6 +622,56 @@ fn record(
     ))
 }
 
+/// The layout a staged file takes: the one whose columns its header holds most of (the
+/// first declared on a tie). With one layout, that one (`load_object` then says when none
+/// of its columns is there); with several, a file that matches none is rejected by key.
+fn choose_layout<'f>(
+    engine: &Engine,
+    files: &'f FileSettings,
+    records: &Path,
+) -> Result<std::result::Result<&'f Layout, String>> {
+    if files.layouts.len() == 1 {
+        return Ok(Ok(&files.layouts[0]));
+    }
+    let actual = engine.columns_of(&format!(
+        "select * from read_parquet({})",
+        literal(&records.to_string_lossy())
+    ))?;
+    let score = |layout: &Layout| {
+        layout
+            .columns
+            .iter()
+            .filter(|want| {
+                actual
+                    .iter()
+                    .any(|(name, _)| name.trim().eq_ignore_ascii_case(want))
+            })
+            .count()
+    };
+    let best = files.layouts.iter().map(|l| (score(l), l)).fold(
+        None::<(usize, &Layout)>,
+        |best, (n, l)| match best {
+            Some((m, _)) if m >= n => best,
+            _ => Some((n, l)),
+        },
+    );
+    Ok(match best {
+        Some((n, layout)) if n > 0 => Ok(layout),
+        _ => {
+            let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
+            let declared: Vec<String> = files
+                .layouts
+                .iter()
+                .map(|l| format!("{} {:?}", l.name, l.columns))
+                .collect();
+            Err(format!(
+                "its header matches no declared layout (found {found:?}; layouts: {})",
+                declared.join(", ")
+            ))
+        }
+    })
+}
+
 /// Loads one staged object. The outer error is the engine's (it ends the run); the inner
 /// one says why the file is not one of this source's and is recorded as a rejection.
 #[allow(clippy::too_many_arguments)]
@@ -597,7 +679,7 @@ fn load_object(
     engine: &Engine,
     table: &str,
     source: &str,
-    files: &FileSettings,
+    columns: &[String],
     object: &ObjectInfo,
     format: Format,
     records: &Path,
@@ -627,7 +709,7 @@ fn load_object(
     };
     let mut selects = Vec::new();
     let mut missing = Vec::new();
-    for want in &files.columns {
+    for want in columns {
         match find(want) {
             Some((name, ty)) => selects.push(as_text(name, ty)),
             None => {
@@ -637,12 +719,12 @@ fn load_object(
         }
     }
     let records_read = engine.query_i64(&format!("select count(*) from {data}"))?;
-    if missing.len() == files.columns.len() && (records_read > 0 || rejects.is_none()) {
+    if missing.len() == columns.len() && (records_read > 0 || rejects.is_none()) {
         let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
         return Ok(Err(format!(
             "none of the expected columns is in the file (found {found:?}, expected {:?}): \
              not a {} file of this source, or a different layout",
-            files.columns,
+            columns,
             match format {
                 Format::Csv => "CSV",
                 Format::Json => "JSON",
@@ -651,12 +733,7 @@ fn load_object(
     }
     let extra: Vec<&(String, String)> = actual
         .iter()
-        .filter(|(name, _)| {
-            !files
-                .columns
-                .iter()
-                .any(|c| name.trim().eq_ignore_ascii_case(c))
-        })
+        .filter(|(name, _)| !columns.iter().any(|c| name.trim().eq_ignore_ascii_case(c)))
         .collect();
     let extra_json = if extra.is_empty() {
         "null".to_string()
@@ -692,7 +769,7 @@ fn load_object(
     }
 
     // Record numbers follow the file's order, which read_parquet keeps (file_row_number).
-    let columns: Vec<String> = files.columns.iter().map(|c| ident(c)).collect();
+    let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     engine.execute(&format!(
         "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
          select {k}, file_row_number + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}

@@ -23,8 +23,7 @@ impl FolderStore<'_> {
     /// What the folder's files become.
     pub fn settings(folder: &FolderSource) -> FileSettings {
         FileSettings {
-            table: folder.table.clone(),
-            columns: folder.columns.clone(),
+            layouts: folder.layouts.clone(),
             on_bad_file: folder.on_bad_file,
         }
     }

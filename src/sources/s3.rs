@@ -21,8 +21,7 @@ impl S3Store<'_> {
     /// What the bucket's files become.
     pub fn settings(s3: &S3Source) -> FileSettings {
         FileSettings {
-            table: s3.table.clone(),
-            columns: s3.columns.clone(),
+            layouts: s3.layouts.clone(),
             on_bad_file: s3.on_bad_file,
         }
     }
