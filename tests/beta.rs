@@ -1,5 +1,5 @@
 //! The second sample tenant, `beta`, shaped differently from acme (its own table and column
-//! names in Postgres, files in a folder with other headers, `;` delimiters and NDJSON),
+//! names in Postgres, files in a folder in two layouts: a `;` CSV roster, an NDJSON feed),
 //! onboarded by pipelines/beta.toml alone. These tests run that very file, pointed at a
 //! test database and folder through its environment variables.
 
@@ -100,7 +100,9 @@ fn beta_is_onboarded_by_its_manifest_and_gives_exactly_its_omop_tables() {
         "{text}"
     );
     assert!(
-        text.contains("ok      mapping of source `drop`: 5 fields of provider bind"),
+        text.contains(
+            "ok      mapping of source `drop`: 10 fields of feed.provider, roster.provider bind"
+        ),
         "{text}"
     );
 }
