@@ -16,7 +16,7 @@ fn folder_tenant(label: &str) -> (Tenant, PathBuf) {
     let t = Tenant::new(label);
     t.seed_postgres(10);
     let drop = t.dir.path().join("drop");
-    copy_dir(&repo().join("fixtures/sample/bucket"), &drop);
+    common::copy_dir(&repo().join("fixtures/sample/bucket"), &drop);
     point_files_at(&t, &drop);
     (t, drop)
 }
@@ -32,19 +32,6 @@ fn point_files_at(t: &Tenant, folder: &Path) {
         let m = format!("{}{block}{}", &m[..start], &m[end..]);
         swap(m, "kind = \"folder\"", "kind = \"folder\"")
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -947,7 +947,7 @@ fn fails_inside_the_transaction(label: &str, break_it: impl Fn(&std::path::Path)
     let t = Tenant::with_sample(label);
     let twin = Tenant::with_sample(&format!("{label}_twin"));
     let sql = t.dir.path().join("sql");
-    copy_dir(&common::repo().join("sql"), &sql);
+    common::copy_dir(&common::repo().join("sql"), &sql);
     t.write_manifest(|m| {
         swap(
             m,
@@ -1005,19 +1005,6 @@ fn fails_inside_the_transaction(label: &str, break_it: impl Fn(&std::path::Path)
     twin.run_ok(&[]);
     assert_eq!(outputs(&t), outputs(&twin));
     same_decisions(&decisions(&t), &decisions(&twin), "mended, then run again");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -58,15 +58,16 @@ fn run(args: Args) -> Result<()> {
     // Secrets from the environment only, never from the command line (visible in `ps`).
     let env_or =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let pg = |database: String| PgTarget {
+        host: args.pg_host.clone(),
+        port: args.pg_port,
+        user: args.pg_user.clone(),
+        password: env_or("ETL_PG_PASSWORD", "etl-local"),
+        database,
+    };
     if args.tenant == "beta" {
         if !args.skip_postgres {
-            let target = PgTarget {
-                host: args.pg_host.clone(),
-                port: args.pg_port,
-                user: args.pg_user.clone(),
-                password: env_or("ETL_PG_PASSWORD", "etl-local"),
-                database: env_or("BETA_PG_DATABASE", "beta"),
-            };
+            let target = pg(env_or("BETA_PG_DATABASE", "beta"));
             seed::ensure_database(&target)?;
             let (clinics, practitioners) = seed::seed_beta_postgres(&target, args.rows)?;
             println!(
@@ -82,13 +83,7 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if !args.skip_postgres {
-        let target = PgTarget {
-            host: args.pg_host.clone(),
-            port: args.pg_port,
-            user: args.pg_user.clone(),
-            password: env_or("ETL_PG_PASSWORD", "etl-local"),
-            database: args.pg_database.clone(),
-        };
+        let target = pg(args.pg_database.clone());
         let started = std::time::Instant::now();
         let (sites, providers) = seed::seed_postgres(&target, args.rows)?;
         println!(
