@@ -420,3 +420,31 @@ fn the_manifest_page_documents_every_field_of_the_staging_contract() {
         }
     }
 }
+
+#[test]
+fn mappings_name_known_entities_and_fields_and_map_what_the_contract_requires() {
+    let project = Project::new();
+    let text = GOOD.replace(
+        "columns = [\"ProviderName\"]\n",
+        "columns = [\"ProviderName\", \"NPI\"]\n\n\
+         [sources.files.map.provider]\n\
+         npi = \"NPI\"\n\
+         speciality = \"ProviderName\"\n\n\
+         [sources.files.map.practitioner]\n\
+         name = \"ProviderName\"\n",
+    );
+    let report = project.error(&text);
+    assert!(report.contains("has 3 problems"), "{report}");
+    assert!(
+        report.contains("error: `sources.files.map.practitioner`: the staging contract has no entity `practitioner`; it has `provider`, `care_site`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("error: `sources.files.map.provider` does not map `name`, which the staging contract requires (the provider's name as sent)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("error: `sources.files.map.provider.speciality`: `speciality` is not a field of the staging contract's provider (did you mean `specialty`?)"),
+        "{report}"
+    );
+}
