@@ -370,6 +370,16 @@ pub fn check_on(
                 continue;
             }
         }
+        // `etl validate` (which connects) also checks against what the source holds now:
+        // for a file layout, its newest file's header. A run checks what is declared.
+        let samples = if connect {
+            connector.samples(engine).unwrap_or_else(|err| {
+                log::debug!("{}: no samples: {err:#}", connector.describe());
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
         let mut checked = 0;
         for (key, map) in &source.maps {
             let entity = map.entity.as_str();
@@ -380,8 +390,12 @@ pub fn check_on(
                 }
                 None => format!("sources.{}.map.{entity}", source.name),
             };
-            let Some(table) = connector.mapped_relation(&map.table)? else {
-                continue;
+            let (table, named) = match samples.get(&map.table) {
+                Some((relation, what)) => (relation.clone(), what.clone()),
+                None => match connector.mapped_relation(&map.table)? {
+                    Some(relation) => (relation, connector.describe_table(&map.table)),
+                    None => continue,
+                },
             };
             // A table that cannot be read at all is the source's fault, not the mapping's:
             // the fetch reports it (and retries it when that may help).
@@ -414,7 +428,7 @@ pub fn check_on(
                             format!(
                                 "`{place}.model`: {} does not run over {}: {}",
                                 file.display(),
-                                connector.describe_table(&map.table),
+                                named,
                                 binder_message(&format!("{err:#}"))
                             ),
                         ));
@@ -437,11 +451,7 @@ pub fn check_on(
                     let reason = binder_message(&format!("{err:#}"));
                     problems.push(Problem::new(
                         map.spans.get(f.name).cloned(),
-                        format!(
-                            "`{place}.{}`: {} cannot give it: {reason}",
-                            f.name,
-                            connector.describe_table(&map.table)
-                        ),
+                        format!("`{place}.{}`: {} cannot give it: {reason}", f.name, named),
                     ));
                 }
             }

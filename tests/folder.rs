@@ -253,3 +253,30 @@ fn files_of_several_layouts_each_map_their_own_way() {
         table("22 | 16 | 4 | 2")
     );
 }
+
+/// `etl validate` checks a layout's mapping against the newest file actually received,
+/// not only against the columns the manifest declares.
+#[test]
+fn validate_checks_mappings_against_the_newest_file_of_each_layout() {
+    let (t, drop) = folder_tenant("folder_newest");
+    let m = t.manifest_arg();
+    let out = t.etl(&["validate", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // a newer export without the SiteName column the mapping reads
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        drop.join("providers/2026-11-30.csv"),
+        "ProviderName,ProviderID,NPI,Specialty,SourceID,SpecSource,IDSource\n\
+         Zoe Young,018,1000000012,Neuro,ZY018,Neurology,ZY-NPI\n",
+    )
+    .unwrap();
+    let out = t.etl(&["validate", &m]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "error: `sources.files.map.provider.site_name`: the newest file of layout `provider` (providers/2026-11-30.csv) cannot give it: Referenced column \"SiteName\" not found"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

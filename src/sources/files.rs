@@ -4,7 +4,7 @@
 //! again), formats, reading each file on its own so a bad one is recorded and skipped while
 //! the good ones load, schema drift, unparsable lines, and loading into the raw layer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +14,20 @@ use crate::manifest::{EngineSettings, Layout, OnBadFile};
 use crate::progress::Progress;
 use crate::sources::{raw_table, Connector, Fetched};
 use crate::staging::Lineage;
+
+/// The columns etl adds to every file row in the raw layer, as a typed empty relation's.
+const ETL_COLUMNS: &[&str] = &[
+    "null::varchar as _object_key",
+    "null::bigint as _row",
+    "null::varchar as _format",
+    "null::varchar as _etag",
+    "null::timestamptz as _last_modified",
+    "null::varchar as _extra",
+];
+
+/// How many of the newest files `etl validate` reads the header of, looking for an example
+/// of each layout.
+const SAMPLED_FILES: usize = 50;
 
 /// Where files are kept: a bucket, a folder.
 pub trait Store {
@@ -144,18 +158,65 @@ impl Connector for FileSource<'_> {
             .iter()
             .map(|c| format!("null::varchar as {}", ident(c)))
             .collect();
-        cols.extend(
-            [
-                "null::varchar as _object_key",
-                "null::bigint as _row",
-                "null::varchar as _format",
-                "null::varchar as _etag",
-                "null::timestamptz as _last_modified",
-                "null::varchar as _extra",
-            ]
-            .map(String::from),
-        );
+        cols.extend(ETL_COLUMNS.iter().map(|c| c.to_string()));
         Ok(Some(format!("(select {})", cols.join(", "))))
+    }
+
+    fn samples(&self, engine: &Engine) -> Result<BTreeMap<String, (String, String)>> {
+        // newest first; a layout takes the newest file whose header matches it best
+        let mut objects = self.store.list()?;
+        objects.sort_by(|a, b| {
+            b.last_modified
+                .cmp(&a.last_modified)
+                .then(a.key.cmp(&b.key))
+        });
+        let mut out = BTreeMap::new();
+        for object in objects.iter().filter(|o| o.size > 0).take(SAMPLED_FILES) {
+            let reader = match format_of(&object.key) {
+                Some(Format::Csv) => format!(
+                    "read_csv({}, all_varchar = true, header = true)",
+                    literal(&object.url)
+                ),
+                Some(Format::Json) => {
+                    format!("read_json({}, format = 'auto')", literal(&object.url))
+                }
+                None => continue,
+            };
+            let columns = match engine.columns_of(&format!("select * from {reader} limit 0")) {
+                Ok(columns) => columns,
+                Err(err) => {
+                    log::debug!("  {}: header not read: {err:#}", object.key);
+                    continue;
+                }
+            };
+            let Some(layout) = best_layout(&self.files, &columns) else {
+                log::debug!("  {}: its header matches no layout", object.key);
+                continue;
+            };
+            let raw = raw_table(self.name, &layout.table);
+            if out.contains_key(&raw) {
+                continue;
+            }
+            let mut cols: Vec<String> = columns
+                .iter()
+                .map(|(c, _)| format!("null::varchar as {}", ident(c.trim())))
+                .collect();
+            cols.extend(ETL_COLUMNS.iter().map(|c| c.to_string()));
+            out.insert(
+                raw,
+                (
+                    format!("(select {})", cols.join(", ")),
+                    format!(
+                        "the newest file of layout `{}` ({})",
+                        layout.name, object.key
+                    ),
+                ),
+            );
+            if out.len() == self.files.layouts.len() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn describe_table(&self, _raw: &str) -> String {
@@ -637,27 +698,9 @@ fn choose_layout<'f>(
         "select * from read_parquet({})",
         literal(&records.to_string_lossy())
     ))?;
-    let score = |layout: &Layout| {
-        layout
-            .columns
-            .iter()
-            .filter(|want| {
-                actual
-                    .iter()
-                    .any(|(name, _)| name.trim().eq_ignore_ascii_case(want))
-            })
-            .count()
-    };
-    let best = files.layouts.iter().map(|l| (score(l), l)).fold(
-        None::<(usize, &Layout)>,
-        |best, (n, l)| match best {
-            Some((m, _)) if m >= n => best,
-            _ => Some((n, l)),
-        },
-    );
-    Ok(match best {
-        Some((n, layout)) if n > 0 => Ok(layout),
-        _ => {
+    Ok(match best_layout(files, &actual) {
+        Some(layout) => Ok(layout),
+        None => {
             let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
             let declared: Vec<String> = files
                 .layouts
@@ -670,6 +713,32 @@ fn choose_layout<'f>(
             ))
         }
     })
+}
+
+/// The layout whose columns a header (`actual`) holds most of, the first declared on a
+/// tie; None when it holds none of any layout's.
+fn best_layout<'f>(files: &'f FileSettings, actual: &[(String, String)]) -> Option<&'f Layout> {
+    let score = |layout: &Layout| {
+        layout
+            .columns
+            .iter()
+            .filter(|want| {
+                actual
+                    .iter()
+                    .any(|(name, _)| name.trim().eq_ignore_ascii_case(want))
+            })
+            .count()
+    };
+    files
+        .layouts
+        .iter()
+        .map(|l| (score(l), l))
+        .fold(None::<(usize, &Layout)>, |best, (n, l)| match best {
+            Some((m, _)) if m >= n => best,
+            _ => Some((n, l)),
+        })
+        .filter(|(n, _)| *n > 0)
+        .map(|(_, l)| l)
 }
 
 /// Loads one staged object. The outer error is the engine's (it ends the run); the inner

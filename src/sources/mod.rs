@@ -10,6 +10,7 @@ pub mod folder;
 pub mod postgres;
 pub mod s3;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
@@ -60,6 +61,13 @@ pub trait Connector {
 
     /// How the rows behind `raw_table` are named in a message.
     fn describe_table(&self, raw_table: &str) -> String;
+
+    /// What the source actually holds now, for `etl validate`: per raw table, a relation
+    /// with the columns of a real example (for a file layout, its newest file) and how to
+    /// name that example. Empty when what `mapped_relation` gives is already that.
+    fn samples(&self, _engine: &Engine) -> Result<BTreeMap<String, (String, String)>> {
+        Ok(BTreeMap::new())
+    }
 
     /// Forgets what the lake remembers of this source (watermarks, file ledger), so that
     /// the next run reads everything again: (what was done, the detail).
