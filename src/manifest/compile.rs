@@ -522,6 +522,59 @@ fn compile_maps(
     out
 }
 
+/// The keys each source kind accepts besides `kind` (a kind's own list: adding a kind adds
+/// its line, and no other kind's list changes).
+const KIND_KEYS: &[(&str, &[&str])] = &[
+    (
+        "postgres",
+        &[
+            "host",
+            "port",
+            "database",
+            "user",
+            "password",
+            "schema",
+            "tables",
+            "cursor",
+            "keys",
+            "lookback_seconds",
+            "snapshot",
+            "detect_deletes",
+            "map",
+        ],
+    ),
+    (
+        "s3",
+        &[
+            "endpoint",
+            "region",
+            "bucket",
+            "prefix",
+            "access_key_id",
+            "secret_access_key",
+            "use_ssl",
+            "url_style",
+            "table",
+            "columns",
+            "on_bad_file",
+            "layouts",
+            "map",
+        ],
+    ),
+    (
+        "folder",
+        &[
+            "path",
+            "settle_seconds",
+            "table",
+            "columns",
+            "on_bad_file",
+            "layouts",
+            "map",
+        ],
+    ),
+];
+
 fn compile_source(
     name: &str,
     source: &Spanned<SourceWire>,
@@ -533,8 +586,9 @@ fn compile_source(
     let kind = w.kind.get_ref().as_str();
     let key = |k: &str| format!("sources.{name}.{k}");
 
-    // Keys that belong to the other kind.
-    let postgres_only: [(&str, bool); 12] = [
+    // Every key a source may hold, and whether this one does (one line per key, whatever
+    // the kinds); each kind accepts its own set (KIND_KEYS).
+    let present: [(&str, bool); 27] = [
         ("host", w.host.is_some()),
         ("port", w.port.is_some()),
         ("database", w.database.is_some()),
@@ -547,8 +601,6 @@ fn compile_source(
         ("lookback_seconds", w.lookback_seconds.is_some()),
         ("snapshot", w.snapshot.is_some()),
         ("detect_deletes", w.detect_deletes.is_some()),
-    ];
-    let bucket_only: [(&str, bool); 8] = [
         ("endpoint", w.endpoint.is_some()),
         ("region", w.region.is_some()),
         ("bucket", w.bucket.is_some()),
@@ -557,27 +609,24 @@ fn compile_source(
         ("secret_access_key", w.secret_access_key.is_some()),
         ("use_ssl", w.use_ssl.is_some()),
         ("url_style", w.url_style.is_some()),
-    ];
-    let files_only: [(&str, bool); 4] = [
         ("table", w.table.is_some()),
         ("columns", w.columns.is_some()),
         ("on_bad_file", w.on_bad_file.is_some()),
         ("layouts", w.layouts.is_some()),
-    ];
-    let folder_only: [(&str, bool); 2] = [
         ("path", w.path.is_some()),
         ("settle_seconds", w.settle_seconds.is_some()),
+        ("map", w.map.is_some()),
     ];
-    let misplaced = |keys: &[(&str, bool)], problems: &mut Vec<Problem>| {
-        for (k, present) in keys {
-            if *present {
+    if let Some((_, accepted)) = KIND_KEYS.iter().find(|(k, _)| *k == kind) {
+        for (k, is_there) in present {
+            if is_there && !accepted.contains(&k) {
                 problems.push(Problem::new(
                     Some(w.kind.span()),
                     format!("`{}` does not apply to a {kind} source", key(k)),
                 ));
             }
         }
-    };
+    }
     let required =
         |v: &Option<Spanned<String>>, k: &str, problems: &mut Vec<Problem>| -> Option<String> {
             match v {
@@ -748,9 +797,6 @@ fn compile_source(
 
     match kind {
         "postgres" => {
-            misplaced(&bucket_only, problems);
-            misplaced(&files_only, problems);
-            misplaced(&folder_only, problems);
             let host = required(&w.host, "host", problems);
             let port = match &w.port {
                 None => Some(5432),
@@ -845,8 +891,6 @@ fn compile_source(
             })
         }
         "s3" => {
-            misplaced(&postgres_only, problems);
-            misplaced(&folder_only, problems);
             let endpoint = required(&w.endpoint, "endpoint", problems);
             let region = optional(&w.region, "region", "us-east-1", problems);
             let bucket = required(&w.bucket, "bucket", problems);
@@ -892,8 +936,6 @@ fn compile_source(
             })
         }
         "folder" => {
-            misplaced(&postgres_only, problems);
-            misplaced(&bucket_only, problems);
             let path = required(&w.path, "path", problems);
             let settle = match &w.settle_seconds {
                 None => std::time::Duration::from_secs(1),

@@ -448,3 +448,41 @@ fn mappings_name_known_entities_and_fields_and_map_what_the_contract_requires() 
         "{report}"
     );
 }
+
+#[test]
+fn each_kind_refuses_the_keys_of_the_others() {
+    let project = Project::new();
+    // a folder source given a bucket's and a database's keys
+    let text = GOOD.replace(
+        "[sources.files]\nkind = \"s3\"",
+        "[sources.files]\nkind = \"folder\"\npath = \".\"\ncursor = \"x\"",
+    );
+    let report = project.error(&text);
+    for k in [
+        "endpoint",
+        "bucket",
+        "access_key_id",
+        "secret_access_key",
+        "cursor",
+    ] {
+        assert!(
+            report.contains(&format!(
+                "error: `sources.files.{k}` does not apply to a folder source"
+            )),
+            "{k}: {report}"
+        );
+    }
+    assert!(
+        !report.contains("`sources.files.columns` does not apply"),
+        "{report}"
+    );
+    // and the database refuses a folder's
+    let text = GOOD.replace("[sources.pg]\n", "[sources.pg]\nsettle_seconds = 1\n");
+    assert!(
+        project
+            .error(&text)
+            .contains("error: `sources.pg.settle_seconds` does not apply to a postgres source"),
+        "{}",
+        project.error(&text)
+    );
+}
