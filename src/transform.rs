@@ -278,6 +278,7 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> 
     } else {
         vec![sql.as_str()]
     };
+    let materialization = Materialization::declared_in(model, &sql)?;
     for (n, part) in parts.iter().enumerate() {
         if n > 0 {
             engine.execute("commit; begin transaction;")?;
@@ -288,6 +289,15 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> 
                 .with_context(|| format!("SQL file {} failed", model.display()))?;
         }
     }
+    if let Some(materialization) = materialization {
+        engine.execute(&materialization.sql()).with_context(|| {
+            format!(
+                "SQL file {}: writing {} failed",
+                model.display(),
+                materialization.target
+            )
+        })?;
+    }
     log::debug!(
         "  {} (batch {}) in {:.2}s",
         model.display(),
@@ -295,4 +305,227 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> 
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// How a model writes the lasting relation it is named after, when it keeps rows between
+/// runs and rewrites only some of them (an incremental materialization). Declared in the
+/// model's header; the model's own SQL computes the new rows into a scratch table, and the
+/// transform then writes them:
+///
+/// ```sql
+/// -- etl:materialize staged.quarantine from work.quarantine
+/// -- etl:replace (source, source_ref, source_row) in work.touched_rows where rule_id <> 'Q003'
+/// -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
+/// ```
+///
+/// becomes: the target is created with the scratch table's columns if it does not exist;
+/// each `replace` deletes the target's rows it names (rows whose key columns match a row of
+/// the given table, and/or rows meeting the condition); then every row of the scratch table
+/// is inserted by column name. Models that rebuild their relation whole simply
+/// `create or replace` it and declare nothing.
+#[derive(Debug, PartialEq)]
+pub struct Materialization {
+    pub target: String,
+    pub from: String,
+    pub replace: Vec<Replace>,
+}
+
+/// Which of the target's rows a model's new rows stand for.
+#[derive(Debug, PartialEq)]
+pub enum Replace {
+    /// Rows whose `keys` match a row of `table`, and meet `filter` when there is one.
+    Keys {
+        keys: Vec<String>,
+        table: String,
+        filter: Option<String>,
+    },
+    /// Rows meeting the condition.
+    Where(String),
+}
+
+const MATERIALIZE: &str = "-- etl:materialize ";
+const REPLACE: &str = "-- etl:replace ";
+
+impl Materialization {
+    /// The declaration in a model's text, if any; an error names the file and line.
+    pub fn declared_in(model: &Path, sql: &str) -> Result<Option<Materialization>> {
+        let mut found: Option<Materialization> = None;
+        for (n, line) in sql.lines().enumerate() {
+            let at = || format!("{} line {}", model.display(), n + 1);
+            let line = line.trim_end();
+            if let Some(rest) = line.strip_prefix(MATERIALIZE) {
+                if found.is_some() {
+                    anyhow::bail!("{}: a model declares one etl:materialize", at());
+                }
+                let (target, from) = rest.split_once(" from ").ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: expected `-- etl:materialize <schema.table> from <schema.table>`",
+                        at()
+                    )
+                })?;
+                let (target, from) = (target.trim(), from.trim());
+                let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+                if target.rsplit('.').next() != Some(stem.as_ref()) {
+                    anyhow::bail!(
+                        "{}: the model writes {target}, but a model writes the relation it is \
+                         named after ({stem})",
+                        at()
+                    );
+                }
+                found = Some(Materialization {
+                    target: target.to_string(),
+                    from: from.to_string(),
+                    replace: Vec::new(),
+                });
+            } else if let Some(rest) = line.strip_prefix(REPLACE) {
+                let Some(materialization) = found.as_mut() else {
+                    anyhow::bail!("{}: etl:replace before etl:materialize", at());
+                };
+                materialization.replace.push(Replace::parse(rest.trim()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: expected `-- etl:replace (<column>, …) in <table> [where <condition>]` \
+                         or `-- etl:replace where <condition>`",
+                        at()
+                    )
+                })?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The statements that write the target.
+    pub fn sql(&self) -> String {
+        let (target, from) = (&self.target, &self.from);
+        let mut sql =
+            format!("create table if not exists {target} as select * from {from} limit 0;\n");
+        for replace in &self.replace {
+            match replace {
+                Replace::Keys {
+                    keys,
+                    table,
+                    filter,
+                } => {
+                    let on: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("target.{k} = keys.{k}"))
+                        .collect();
+                    sql.push_str(&format!(
+                        "delete from {target} as target using {table} as keys where {}{};\n",
+                        on.join(" and "),
+                        filter
+                            .as_ref()
+                            .map(|f| format!(" and ({f})"))
+                            .unwrap_or_default()
+                    ));
+                }
+                Replace::Where(condition) => {
+                    sql.push_str(&format!("delete from {target} where {condition};\n"));
+                }
+            }
+        }
+        sql.push_str(&format!(
+            "insert into {target} by name select * from {from};\n"
+        ));
+        sql
+    }
+}
+
+impl Replace {
+    fn parse(text: &str) -> Option<Replace> {
+        if let Some(condition) = text.strip_prefix("where ") {
+            return Some(Replace::Where(condition.trim().to_string()));
+        }
+        let rest = text.strip_prefix('(')?;
+        let (keys, rest) = rest.split_once(')')?;
+        let keys: Vec<String> = keys.split(',').map(|k| k.trim().to_string()).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return None;
+        }
+        let rest = rest.trim_start().strip_prefix("in ")?.trim();
+        let (table, filter) = match rest.split_once(" where ") {
+            Some((table, filter)) => (table.trim(), Some(filter.trim().to_string())),
+            None => (rest, None),
+        };
+        if table.is_empty() || table.contains(' ') {
+            return None;
+        }
+        Some(Replace::Keys {
+            keys,
+            table: table.to_string(),
+            filter,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(sql: &str) -> Result<Option<Materialization>> {
+        Materialization::declared_in(Path::new("sql/models/staged/quarantine.sql"), sql)
+    }
+
+    #[test]
+    fn a_declared_materialization_becomes_create_delete_insert() {
+        let m = declared(
+            "-- Rows that cannot be loaded.\n\
+             -- etl:materialize staged.quarantine from work.quarantine\n\
+             -- etl:replace (source, source_ref, source_row) in work.touched_rows where rule_id <> 'Q003'\n\
+             -- etl:replace where rule_id = 'Q003'\n\
+             create or replace table work.quarantine as select 1;\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            m.sql(),
+            "create table if not exists staged.quarantine as select * from work.quarantine limit 0;\n\
+             delete from staged.quarantine as target using work.touched_rows as keys where \
+             target.source = keys.source and target.source_ref = keys.source_ref and \
+             target.source_row = keys.source_row and (rule_id <> 'Q003');\n\
+             delete from staged.quarantine where rule_id = 'Q003';\n\
+             insert into staged.quarantine by name select * from work.quarantine;\n"
+        );
+    }
+
+    #[test]
+    fn a_model_without_a_declaration_has_none() {
+        assert_eq!(
+            declared("create or replace table staged.x as select 1;").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_declaration_names_the_file_and_line() {
+        let cases = [
+            (
+                "\n-- etl:materialize staged.quarantine work.quarantine\n",
+                "sql/models/staged/quarantine.sql line 2: expected `-- etl:materialize",
+            ),
+            (
+                "-- etl:materialize staged.flags from work.flags\n",
+                "line 1: the model writes staged.flags, but a model writes the relation it is named after (quarantine)",
+            ),
+            (
+                "-- etl:replace where true\n",
+                "line 1: etl:replace before etl:materialize",
+            ),
+            (
+                "-- etl:materialize staged.quarantine from work.q\n-- etl:replace (a, ) in work.t\n",
+                "line 2: expected `-- etl:replace (<column>, …) in <table>",
+            ),
+            (
+                "-- etl:materialize staged.quarantine from work.q\n-- etl:replace (a) work.t\n",
+                "line 2: expected",
+            ),
+            (
+                "-- etl:materialize staged.quarantine from work.q\n-- etl:materialize staged.quarantine from work.r\n",
+                "line 2: a model declares one etl:materialize",
+            ),
+        ];
+        for (sql, expected) in cases {
+            let err = declared(sql).unwrap_err().to_string();
+            assert!(err.contains(expected), "{sql:?}: {err}");
+        }
+    }
 }

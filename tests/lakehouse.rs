@@ -1027,7 +1027,7 @@ fn an_sql_error_in_a_model_rolls_the_whole_run_back() {
     fails_inside_the_transaction(
         "failing_model",
         |sql| {
-            let model = sql.join("models/omop/history.sql");
+            let model = sql.join("models/omop/provider_history.sql");
             let mut text = std::fs::read_to_string(&model).unwrap();
             text.push_str("\ninsert into omop.provider_history select * from no_such_table;\n");
             std::fs::write(model, text).unwrap();

@@ -504,15 +504,20 @@ fn verbose_runs_time_each_model() {
     let err = stderr(&out);
     let models = [
         "staged/care_site_rows.sql",
+        "staged/care_site_keys.sql",
         "staged/care_site.sql",
-        "staged/provider_rows.sql",
+        "staged/provider_changes.sql",
         "staged/provider_match.sql",
         "staged/provider_clusters.sql",
+        "staged/provider_rows.sql",
+        "staged/provider_keys.sql",
         "staged/quarantine.sql",
+        "staged/provider_row_status.sql",
         "staged/dq_flags.sql",
         "omop/care_site.sql",
         "omop/provider.sql",
-        "omop/history.sql",
+        "omop/provider_history.sql",
+        "omop/care_site_history.sql",
         "staged/reconciliation.sql",
     ];
     let timed: Vec<String> = err

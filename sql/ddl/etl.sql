@@ -107,7 +107,7 @@ create table if not exists omop.provider (
     specialty_source_value   varchar(50)
 );
 
--- Every version of every OMOP row and the runs it was valid for (sql/models/omop/history.sql);
+-- Every version of every OMOP row and the runs it was valid for (sql/models/omop/provider_history.sql, care_site_history.sql);
 -- macros omop_provider_as_of(run) and omop_care_site_as_of(run) read them back.
 create table if not exists omop.care_site_history (
     valid_from                    varchar not null,

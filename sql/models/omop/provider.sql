@@ -38,7 +38,7 @@ delete from omop.provider
 where provider_id in (select provider_id from work.batch_providers)
   and provider_id not in (select provider_id from work.provider);
 
--- every batch's, for the history (omop/history.sql), written once the last batch is done
+-- every batch's, for the history (omop/provider_history.sql), written once the last batch is done
 create table if not exists work.touched_providers (provider_id integer);
 insert into work.touched_providers select provider_id from work.batch_providers;
 

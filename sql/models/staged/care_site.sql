@@ -1,21 +1,5 @@
--- One row per real care site: rows sharing a site key merge; the most recent row wins.
--- New sites get the next surrogate ids, in the order of their source ids; known sites
--- keep theirs (etl.care_site_keys).
-insert into etl.care_site_keys (key, care_site_id, first_run_id)
-with
-new_keys as (
-    select site_key, min(source_order) as first_seen
-    from staged.care_site_rows
-    where site_key not in (select key from etl.care_site_keys)
-    group by site_key
-)
-select
-    site_key,
-    (select coalesce(max(care_site_id), 0) from etl.care_site_keys)
-        + row_number() over (order by first_seen, site_key),
-    getvariable('run_id')
-from new_keys;
-
+-- One row per real care site: rows sharing a site key merge; the most recent row wins
+-- (rank_in_site = 1), with the site's surrogate id (staged/care_site_keys.sql).
 create or replace table staged.care_site as
 with
 

@@ -1,6 +1,9 @@
 -- Findings on rows that are kept: each names the row, the rule and the value that tripped it.
 -- Provider findings are written again for the rows of the affected providers
 -- (work.cluster_rows); care site findings all again (care sites are few).
+-- etl:materialize staged.dq_flags from work.dq_flags
+-- etl:replace (source, source_ref, source_row) in work.touched_rows where entity = 'provider'
+-- etl:replace where entity = 'care_site'
 create or replace table work.dq_flags as
 with
 
@@ -96,17 +99,3 @@ select 'provider' as entity, * from provider_findings
 union all
 select 'care_site', * from care_site_findings;
 
-create table if not exists staged.dq_flags as
-select * from work.dq_flags limit 0;
-
-delete from staged.dq_flags as f
-using work.touched_rows as touched
-where f.entity = 'provider'
-  and f.source = touched.source
-  and f.source_ref = touched.source_ref
-  and f.source_row = touched.source_row;
-
-delete from staged.dq_flags where entity = 'care_site';
-
-insert into staged.dq_flags by name
-select * from work.dq_flags;

@@ -8,19 +8,14 @@
 --                          their source ids (the NPI that id links to may have changed),
 --                          had before or have now
 --   work.cluster_rows      every current row of the affected clusters, with its key now
--- It writes only those scratch tables: sql/models/staged/provider_clusters.sql puts
+--   work.touched_rows      the lineage of every staged row written or removed
+-- It writes only those scratch tables: sql/models/staged/provider_rows.sql puts
 -- work.cluster_rows into staged.provider_rows, which keeps every current row and its key.
 
 create or replace table work.touched_source_ids as
 select source_id from work.gone_rows where source_id is not null
 union
 select source_id from work.new_rows where source_id is not null;
-
-create or replace macro etl_cluster_key(npi, source_id, linked_npi) as
-    case
-        when npi is not null then 'npi:' || npi
-        when source_id is not null then coalesce('npi:' || linked_npi, 'src:' || source_id)
-    end;
 
 create or replace table work.links as
 -- a source id seen with exactly one NPI links that id's NPI-less rows to the NPI
@@ -73,4 +68,9 @@ anti join work.gone_rows using (source, source_ref, source_row)
 left join work.links on links.source_id = rows.source_id
 where rows.cluster_key in (select cluster_key from work.affected_clusters)
    or rows.source_id in (select source_id from work.touched_source_ids);
+
+create or replace table work.touched_rows as
+select source, source_ref, source_row from work.gone_rows
+union
+select source, source_ref, source_row from work.cluster_rows;
 -- etl:commit

@@ -1,7 +1,7 @@
 -- Every version of every OMOP row, with the runs it was valid for, so the tables as of any
 -- earlier run can be read back:  select * from omop_provider_as_of('<run id>')
 -- A version is closed (valid_to set) when its row changes or disappears. Written once per
--- run, after the last batch, for the providers the batches touched (all care sites).
+-- run, after the last batch, for the providers the batches touched.
 create or replace table work.provider_changes as
 -- each touched provider's open version and its row now, compared by a hash of the whole row
 -- (a join on ids: a set difference of whole rows needs all of them in memory at once)
@@ -40,19 +40,3 @@ select getvariable('run_id'), null, rows.*
 from omop.provider as rows
 semi join (select provider_id from work.provider_changes where exists_now) as changed
     using (provider_id);
-
-update omop.care_site_history set valid_to = getvariable('run_id')
-where valid_to is null
-  and getvariable('last_batch')
-  and care_site_id in (
-      select care_site_id from (
-          select * exclude (valid_from, valid_to) from omop.care_site_history where valid_to is null
-          except
-          select * from omop.care_site));
-
-insert into omop.care_site_history
-select getvariable('run_id'), null, * from (
-    select * from omop.care_site
-    except
-    select * exclude (valid_from, valid_to) from omop.care_site_history where valid_to is null)
-where getvariable('last_batch');

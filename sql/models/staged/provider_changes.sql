@@ -1,0 +1,150 @@
+-- Providers from every source in one shape, one row per source row, with lineage,
+-- cleansed values next to the values as sent, and the findings of the row-level rules.
+-- (The whole raw record is not carried here: the quarantine looks it up by lineage.)
+--
+-- Only what changed since the last transform is computed (everything on a full recompute),
+-- one batch at a time: etl sets `since_run`, `batches` and `batch`; every row lands in
+-- exactly one batch (etl_in_batch, sql/macros/batch.sql).
+--   work.new_rows   raw rows new or changed since the last transform, and rows whose care
+--                   site resolves differently now, cleansed
+--   work.gone_rows  the staged rows they replace, and rows gone from the raw layer
+-- staged.provider_rows keeps every current row between runs (sql/models/staged/provider_rows.sql
+-- writes it, with each row's provider); its shape is that of work.provider_cleansed plus the
+-- cluster key, and it is created empty here on a first run, as this model reads it.
+
+-- Every provider row of every source in one shape, values as sent: the staging contract
+-- (stg.provider, src/staging.rs), renamed for the models.
+create or replace view work.provider_source as
+select
+    -- lineage
+    source,
+    source_kind,
+    source_ref,
+    source_row,
+    source_order,
+    recency,
+    _run_id,
+    -- values as sent
+    name as name_sent,
+    npi as npi_sent,
+    source_id as source_id_sent,
+    client_provider_id,
+    specialty as specialty_sent,
+    specialty_alt as specialty_alt_sent,
+    site_name as site_name_sent,
+    site_id
+from stg.provider
+-- rows deleted at their source stay in raw with _deleted_at set; they are not loaded
+where _deleted_at is null;
+
+create or replace table work.changed_source as
+select * from work.provider_source
+where _run_id > getvariable('since_run')
+  and etl_in_batch(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
+                   source, source_ref, source_row);
+
+-- The cleansing, over whatever work.changed_source holds when it is read.
+create or replace view work.provider_cleansed as
+with
+
+cleaned as (
+    select
+        changed.* exclude (_run_id),
+        etl_person_name(name_sent) as person_name,
+        etl_npi_digits(npi_sent) as npi_digits,
+        etl_source_id(source_id_sent) as source_id,
+        etl_clean_text(specialty_sent) as specialty_source_value,
+        etl_match_key(site_name_sent) as site_name_key
+    from work.changed_source as changed
+),
+
+derived as (
+    -- from the cleaned values, so each cleansing rule runs once per row
+    select
+        cleaned.*,
+        etl_name_key(person_name) as name_key,
+        etl_name_completeness(person_name) as name_completeness,
+        etl_npi_digits_problem(npi_digits) as npi_problem
+    from cleaned
+),
+
+specialty_mapped as (
+    select
+        derived.*,
+        coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
+    from derived
+    left join vocab.specialty as s1
+        on etl_match_key(s1.source_value) = etl_match_key(derived.specialty_sent)
+    left join vocab.specialty as s2
+        on etl_match_key(s2.source_value) = etl_match_key(derived.specialty_alt_sent)
+),
+
+sited as (
+    -- The care site the row names: by its id in the same source, else by normalised name.
+    select
+        specialty_mapped.*,
+        coalesce(by_id.care_site_id, by_name.care_site_id) as care_site_id
+    from specialty_mapped
+    left join staged.care_site as by_id
+        on by_id.source = specialty_mapped.source and by_id.site_id = specialty_mapped.site_id
+    left join (select distinct name_key, care_site_id from staged.care_site) as by_name
+        on by_name.name_key = specialty_mapped.site_name_key
+)
+
+select
+    *,
+    -- An NPI of the right shape identifies a provider even when its check digit fails
+    -- (every NPI in the sample files fails it): it is flagged, not discarded.
+    case when length(npi_digits) = 10 then npi_digits end as npi
+from sited;
+
+create table if not exists staged.provider_rows as
+select *, null::varchar as cluster_key
+from work.provider_cleansed
+limit 0;
+
+-- Rows whose care site resolves differently now (a site added, renamed or gone) are
+-- computed again too.
+insert into work.changed_source
+select source_rows.*
+from work.provider_source as source_rows
+semi join (
+    select rows.source, rows.source_ref, rows.source_row
+    from staged.provider_rows as rows
+    left join staged.care_site as by_id
+        on by_id.source = rows.source and by_id.site_id = rows.site_id
+    left join (select distinct name_key, care_site_id from staged.care_site) as by_name
+        on by_name.name_key = rows.site_name_key
+    where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
+      and etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
+) as resited using (source, source_ref, source_row)
+anti join work.changed_source as changed using (source, source_ref, source_row);
+
+-- etl:commit
+create or replace table work.new_rows as
+select * from work.provider_cleansed;
+
+create or replace table work.gone_rows as
+with
+
+replaced_or_deleted as (
+    select source, source_ref, source_row from work.new_rows
+    union all
+    select source, source_ref, source_row
+    from stg.provider
+    where _deleted_at is not null
+)
+
+select source, source_ref, source_row, source_id, cluster_key
+from staged.provider_rows
+semi join replaced_or_deleted using (source, source_ref, source_row)
+union
+-- every row of an object read again: its rows as read now are all in work.new_rows
+select rows.source, rows.source_ref, rows.source_row, rows.source_id, rows.cluster_key
+from staged.provider_rows as rows
+semi join (
+    select source, object_key as source_ref from etl.file_ledger
+    where run_id > getvariable('since_run')
+) as reread using (source, source_ref)
+where etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row);
+-- etl:commit

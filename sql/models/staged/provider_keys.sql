@@ -1,0 +1,78 @@
+-- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
+-- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
+insert into etl.provider_keys (key, provider_id, first_run_id)
+with
+
+unique_source_ids as (
+    -- source ids that point at one provider alone, counted over every current row
+    select source_id
+    from staged.provider_rows
+    where source_id in (select source_id from work.cluster_rows where source_id is not null)
+      and cluster_key is not null
+    group by source_id
+    having min(cluster_key) = max(cluster_key)
+),
+
+cluster_keys as (
+    select cluster_key, cluster_key as key
+    from work.clusters
+    where provider_name is not null
+    union
+    select m.cluster_key, 'src:' || m.source_id
+    from work.cluster_rows as m
+    join work.clusters as c on c.cluster_key = m.cluster_key
+    where c.provider_name is not null
+      and m.source_id in (select source_id from unique_source_ids)
+),
+
+claims as (
+    -- the ids an affected provider's keys already have; `own` when the key is its cluster key
+    select ck.cluster_key, k.provider_id, (k.key = ck.cluster_key) as own
+    from cluster_keys as ck
+    join etl.provider_keys as k on k.key = ck.key
+),
+
+held_elsewhere as (
+    -- ids that are the own id of a provider not recomputed now: it keeps them
+    select k.provider_id
+    from etl.provider_keys as k
+    join staged.provider_clusters as c on c.cluster_key = k.key
+    anti join work.affected_clusters as affected on affected.cluster_key = c.cluster_key
+    where k.provider_id in (select provider_id from claims)
+      and c.provider_name is not null
+),
+
+known as (
+    -- two providers that once were one: the one whose own key has the id keeps it (else
+    -- the first by key); the other gets a new id
+    select cluster_key, provider_id
+    from (
+        select cluster_key, provider_id, own
+        from claims
+        where provider_id not in (select provider_id from held_elsewhere)
+        qualify row_number() over (partition by cluster_key order by own desc, provider_id) = 1
+    )
+    qualify row_number() over (partition by provider_id order by own desc, cluster_key) = 1
+),
+
+fresh as (
+    -- numbered in the order of their keys (NPI, then source id): content, not row order
+    select distinct cluster_key from cluster_keys
+    where cluster_key not in (select cluster_key from known)
+),
+
+assigned as (
+    select cluster_key, provider_id from known
+    union all
+    select
+        cluster_key,
+        (select coalesce(max(provider_id), 0) from etl.provider_keys)
+            + row_number() over (order by cluster_key)
+    from fresh
+)
+
+select ck.key, assigned.provider_id, getvariable('run_id')
+from cluster_keys as ck
+join assigned on assigned.cluster_key = ck.cluster_key
+-- (an anti join, not NOT IN: NOT IN would build a hash table of every key ever given)
+anti join etl.provider_keys as known_keys on known_keys.key = ck.key;
