@@ -5,6 +5,7 @@
 
 mod compile;
 mod extends;
+mod kinds;
 mod problems;
 mod vars;
 mod wire;

@@ -49,44 +49,67 @@ pub(super) struct EngineWire {
     pub(super) transform_batch_rows: Option<Spanned<u64>>,
 }
 
-/// One struct for every source kind: `compile` checks which keys a kind allows, so an
-/// error can say "`bucket` does not apply to a postgres source" with its position.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SourceWire {
-    pub(super) kind: Spanned<String>,
+/// Declares `SourceWire` and, from the same list of fields, `SourceWire::present`: the
+/// keys a source as written holds. No other list of keys exists to keep in step; each kind
+/// names the keys it accepts (src/manifest/kinds.rs).
+macro_rules! source_wire {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
+        /// One struct for every source kind: `compile` checks which keys a kind allows, so
+        /// an error can say "`bucket` does not apply to a postgres source" with its position.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct SourceWire {
+            pub(super) kind: Spanned<String>,
+            $($(#[$doc])* pub(super) $field: Option<Spanned<$ty>>,)*
+        }
+
+        impl SourceWire {
+            /// The keys this source holds, besides `kind`.
+            pub(super) fn present(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $(if self.$field.is_some() {
+                    keys.push(stringify!($field));
+                })*
+                keys
+            }
+        }
+    };
+}
+
+source_wire! {
     // postgres
-    pub(super) host: Option<Spanned<String>>,
-    pub(super) port: Option<Spanned<String>>,
-    pub(super) database: Option<Spanned<String>>,
-    pub(super) user: Option<Spanned<String>>,
-    pub(super) password: Option<Spanned<String>>,
-    pub(super) schema: Option<Spanned<String>>,
-    pub(super) tables: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(super) cursor: Option<Spanned<String>>,
-    pub(super) keys: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    pub(super) lookback_seconds: Option<Spanned<u64>>,
-    pub(super) snapshot: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(super) detect_deletes: Option<Spanned<bool>>,
+    host: String,
+    port: String,
+    database: String,
+    user: String,
+    password: String,
+    schema: String,
+    tables: Vec<Spanned<String>>,
+    cursor: String,
+    keys: BTreeMap<String, Spanned<String>>,
+    lookback_seconds: u64,
+    snapshot: Vec<Spanned<String>>,
+    detect_deletes: bool,
     // s3
-    pub(super) endpoint: Option<Spanned<String>>,
-    pub(super) region: Option<Spanned<String>>,
-    pub(super) bucket: Option<Spanned<String>>,
-    pub(super) prefix: Option<Spanned<String>>,
-    pub(super) access_key_id: Option<Spanned<String>>,
-    pub(super) secret_access_key: Option<Spanned<String>>,
-    pub(super) use_ssl: Option<Spanned<bool>>,
-    pub(super) url_style: Option<Spanned<String>>,
-    pub(super) table: Option<Spanned<String>>,
-    pub(super) columns: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(super) on_bad_file: Option<Spanned<String>>,
+    endpoint: String,
+    region: String,
+    bucket: String,
+    prefix: String,
+    access_key_id: String,
+    secret_access_key: String,
+    use_ssl: bool,
+    url_style: String,
+    // file kinds
+    table: String,
+    columns: Vec<Spanned<String>>,
+    on_bad_file: String,
     // folder
-    pub(super) path: Option<Spanned<String>>,
-    pub(super) settle_seconds: Option<Spanned<f64>>,
-    // every kind: entity -> contract field (or `table`) -> column or expression
-    pub(super) map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
-    // file kinds: several shapes of file, each with its columns and map
-    pub(super) layouts: Option<Spanned<BTreeMap<String, Spanned<LayoutWire>>>>,
+    path: String,
+    settle_seconds: f64,
+    /// every kind: entity -> contract field (or `table`) -> column or expression
+    map: BTreeMap<String, Spanned<MapWire>>,
+    /// file kinds: several shapes of file, each with its columns and map
+    layouts: BTreeMap<String, Spanned<LayoutWire>>,
 }
 
 /// One layout of a file source: `[sources.X.layouts.NAME]`.
