@@ -12,9 +12,6 @@ pub mod publish;
 pub mod retry;
 pub mod run;
 pub mod schedule;
-/// Sample and benchmark data: development only (feature `devtools`), not shipped.
-#[cfg(feature = "devtools")]
-pub mod seed;
 pub mod sources;
 pub mod staging;
 pub mod state;

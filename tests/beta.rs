@@ -35,7 +35,7 @@ const BETA_CARE_SITES: &str = "
 /// the sample files, and pipelines/beta.toml (with the shared _base.toml) as written.
 fn beta(label: &str) -> (Tenant, PathBuf) {
     let mut t = Tenant::new(label);
-    etl::seed::seed_beta_postgres(&t.pg_target(), 10).unwrap();
+    common::seed::seed_beta_postgres(&t.pg_target(), 10).unwrap();
     let root = t.dir.path();
     for shared in ["sql", "vocab", ".tools"] {
         std::os::unix::fs::symlink(repo().join(shared), root.join(shared)).unwrap();
@@ -48,7 +48,7 @@ fn beta(label: &str) -> (Tenant, PathBuf) {
         .unwrap();
     }
     let drop = root.join("drop");
-    etl::seed::fill_drop_folder(&repo().join("fixtures/beta/drop"), &drop).unwrap();
+    common::seed::fill_drop_folder(&repo().join("fixtures/beta/drop"), &drop).unwrap();
     let services = t.services.clone();
     t.env.extend(
         [

@@ -10,7 +10,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use etl::seed::{self, BucketTarget, PgTarget};
+/// Sample and benchmark data: development only, not part of the library `etl` ships.
+#[path = "devtools/seed.rs"]
+#[allow(dead_code)] // each binary uses part of it
+mod seed;
+
+use seed::{BucketTarget, PgTarget};
 
 #[derive(Parser, Debug)]
 #[command(name = "etl-bench")]

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use etl::seed::{self, BucketTarget, PgTarget};
+/// Sample and benchmark data: development only, not part of the library `etl` ships.
+#[path = "devtools/seed.rs"]
+#[allow(dead_code)] // each binary uses part of it
+mod seed;
+
+use seed::{BucketTarget, PgTarget};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,4 +117,23 @@ fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// (here, not in seed.rs: the tests and etl-bench compile seed.rs too)
+#[cfg(test)]
+mod seed_tests {
+    use super::seed::*;
+
+    #[test]
+    fn npi_check_digit_matches_the_published_example() {
+        // 1234567893 is the CMS example of a valid NPI.
+        assert_eq!(npi_check_digit("123456789"), 3);
+        assert_eq!(npi_check_digit("184129375"), 0);
+    }
+
+    #[test]
+    fn synthetic_rows_are_deterministic() {
+        assert_eq!(synthetic_provider(42, 10), synthetic_provider(42, 10));
+        assert_ne!(synthetic_provider(42, 10).1, synthetic_provider(43, 10).1);
+    }
 }

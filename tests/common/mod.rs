@@ -5,13 +5,16 @@
 
 pub mod golden;
 pub mod proxy;
+/// The sample data generator of `etl-seed` (development only, not in the library).
+#[path = "../../src/bin/devtools/seed.rs"]
+pub mod seed;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use etl::seed::{self, BucketTarget, PgTarget};
+use seed::{BucketTarget, PgTarget};
 
 pub const PG_PASSWORD_VAR: &str = "T_PG_PASSWORD";
 pub const S3_KEY_VAR: &str = "T_S3_ACCESS_KEY";

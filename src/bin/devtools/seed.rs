@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::manifest::{OnBadFile, S3Source, Secret, UrlStyle};
-use crate::sources::s3;
+use etl::manifest::{OnBadFile, S3Source, Secret, UrlStyle};
+use etl::sources::s3;
 
 #[derive(Clone)]
 pub struct PgTarget {
@@ -861,22 +861,4 @@ pub fn fill_drop_folder(sample: &Path, folder: &Path) -> Result<Vec<String>> {
         out.push(rel.display().to_string());
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn npi_check_digit_matches_the_published_example() {
-        // 1234567893 is the CMS example of a valid NPI.
-        assert_eq!(npi_check_digit("123456789"), 3);
-        assert_eq!(npi_check_digit("184129375"), 0);
-    }
-
-    #[test]
-    fn synthetic_rows_are_deterministic() {
-        assert_eq!(synthetic_provider(42, 10), synthetic_provider(42, 10));
-        assert_ne!(synthetic_provider(42, 10).1, synthetic_provider(43, 10).1);
-    }
 }
