@@ -127,10 +127,7 @@ pub(super) fn compile(
 
     let mut sources = Vec::new();
     for (name, source) in &wire.sources {
-        if let Some(mut s) = super::kinds::compile_source(name, source, &resolve, problems) {
-            if let SourceKind::Folder(folder) = &mut s.kind {
-                folder.path = normalize(&base.join(&folder.path));
-            }
+        if let Some(mut s) = super::kinds::compile_source(name, source, &base, &resolve, problems) {
             s.maps = compile_maps(&s, source.get_ref(), &base, problems);
             sources.push(s);
         }
@@ -354,11 +351,8 @@ fn compile_maps(
     if let Some(map) = &w.map {
         groups.push((format!("sources.{name}.map"), map, None));
     }
-    let layouts: &[Layout] = match &source.kind {
-        SourceKind::S3(s3) => &s3.layouts,
-        SourceKind::Folder(folder) => &folder.layouts,
-        SourceKind::Postgres(_) => &[],
-    };
+    let files = source.kind.files();
+    let layouts: &[Layout] = files.as_ref().map_or(&[], |f| f.layouts);
     if let Some(wired) = &w.layouts {
         for (layout_name, lw) in wired.get_ref() {
             if let (Some(map), Some(layout)) = (
@@ -417,11 +411,10 @@ fn compile_maps(
                 if contract.iter().any(|f| f.name == field) {
                     fields.insert(field.clone(), value.get_ref().clone());
                     spans.insert(field.clone(), value.span());
-                    let declared = match (&source.kind, layout) {
-                        (_, Some(layout)) => Some(&layout.columns),
-                        (SourceKind::S3(s3), None) => Some(&s3.columns),
-                        (SourceKind::Folder(folder), None) => Some(&folder.columns),
-                        (SourceKind::Postgres(_), None) => None,
+                    let declared = match (layout, &files) {
+                        (Some(layout), _) => Some(layout.columns.as_slice()),
+                        (None, Some(files)) => Some(files.columns),
+                        (None, None) => None,
                     };
                     if let Some(columns) = declared {
                         let v = value.get_ref();
@@ -463,20 +456,20 @@ fn compile_maps(
                     ));
                 }
             }
-            let raw = match (&source.kind, table) {
-                (SourceKind::Postgres(pg), Some(t)) => {
+            let raw = match (source.kind.tables(), &files, table) {
+                (Some(db), _, Some(t)) => {
                     let t_name = t.get_ref();
-                    if !pg.tables.contains(t_name) {
+                    if !db.tables.contains(t_name) {
                         problems.push(Problem::new(
                             Some(t.span()),
                             format!(
                                 "`{key}.table`: `{t_name}` is not one of the source's tables ({})",
                                 list_or_none(
-                                    &pg.tables.iter().map(String::as_str).collect::<Vec<_>>()
+                                    &db.tables.iter().map(String::as_str).collect::<Vec<_>>()
                                 )
                             ),
                         ));
-                    } else if !pg.keys.contains_key(t_name) {
+                    } else if !db.keys.contains_key(t_name) {
                         problems.push(Problem::new(
                         Some(t.span()),
                         format!("`{key}.table`: table `{t_name}` needs a key in `sources.{name}.keys` (it identifies each row's lineage)"),
@@ -484,21 +477,26 @@ fn compile_maps(
                     }
                     crate::sources::raw_table(name, t_name)
                 }
-                (SourceKind::Postgres(_), None) => {
+                (Some(_), _, None) => {
                     problems.push(Problem::new(
                     Some(map.span()),
                     format!("`{key}` needs `table`: which of the source's tables holds the {entity} rows"),
                 ));
                     continue;
                 }
-                (SourceKind::S3(_) | SourceKind::Folder(_), None) if layout.is_some() => {
-                    crate::sources::raw_table(name, &layout.expect("checked").table)
+                (None, Some(files), None) => {
+                    crate::sources::raw_table(name, layout.map_or(files.table, |l| &l.table))
                 }
-                (SourceKind::S3(s3), None) => crate::sources::raw_table(name, &s3.table),
-                (SourceKind::Folder(folder), None) => {
-                    crate::sources::raw_table(name, &folder.table)
+                (None, None, None) => {
+                    // every kind declares tables or files; a new kind that does neither
+                    // cannot be mapped
+                    problems.push(Problem::new(
+                        Some(map.span()),
+                        format!("`{key}`: source `{name}` has neither tables nor files to map"),
+                    ));
+                    continue;
                 }
-                (SourceKind::S3(_) | SourceKind::Folder(_), Some(t)) => {
+                (None, _, Some(t)) => {
                     problems.push(Problem::new(
                         Some(t.span()),
                         format!(

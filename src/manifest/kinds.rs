@@ -3,7 +3,7 @@
 //! module of its own), beside its connector in src/sources/.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use toml::Spanned;
 
@@ -80,6 +80,8 @@ pub(super) struct Cx<'a> {
     name: &'a str,
     kind: &'a str,
     wire: &'a SourceWire,
+    /// The manifest's folder, which relative paths are resolved against.
+    base: &'a Path,
     span: std::ops::Range<usize>,
     resolve: &'a Resolve<'a>,
     problems: &'a mut Vec<Problem>,
@@ -144,6 +146,7 @@ impl Cx<'_> {
 pub(super) fn compile_source(
     name: &str,
     source: &Spanned<SourceWire>,
+    base: &Path,
     resolve: &Resolve<'_>,
     problems: &mut Vec<Problem>,
 ) -> Option<Source> {
@@ -185,6 +188,7 @@ pub(super) fn compile_source(
         name,
         kind,
         wire: w,
+        base,
         span: source.span(),
         resolve,
         problems,
@@ -350,8 +354,7 @@ fn folder(cx: &mut Cx<'_>) -> Option<SourceKind> {
     };
     let (table, columns, on_bad_file, layouts) = file_settings(cx);
     Some(SourceKind::Folder(FolderSource {
-        // resolved against the manifest's folder by `compile`
-        path: PathBuf::from(path?),
+        path: normalize(&cx.base.join(path?)),
         settle,
         table,
         columns,

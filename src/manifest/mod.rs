@@ -80,6 +80,49 @@ pub enum SourceKind {
     Folder(FolderSource),
 }
 
+/// What a file-based kind's rows are declared as: the raw table, the columns, the layouts.
+pub struct FileShape<'a> {
+    pub table: &'a str,
+    pub columns: &'a [String],
+    pub layouts: &'a [Layout],
+}
+
+/// What a database kind's rows are declared as: its tables and the key of each.
+pub struct TableShape<'a> {
+    pub tables: &'a [String],
+    pub keys: &'a BTreeMap<String, String>,
+}
+
+impl SourceKind {
+    /// A file-based kind's declared shape; None for a database.
+    pub fn files(&self) -> Option<FileShape<'_>> {
+        match self {
+            SourceKind::S3(s) => Some(FileShape {
+                table: &s.table,
+                columns: &s.columns,
+                layouts: &s.layouts,
+            }),
+            SourceKind::Folder(s) => Some(FileShape {
+                table: &s.table,
+                columns: &s.columns,
+                layouts: &s.layouts,
+            }),
+            SourceKind::Postgres(_) => None,
+        }
+    }
+
+    /// A database kind's tables and keys; None for a file-based kind.
+    pub fn tables(&self) -> Option<TableShape<'_>> {
+        match self {
+            SourceKind::Postgres(pg) => Some(TableShape {
+                tables: &pg.tables,
+                keys: &pg.keys,
+            }),
+            SourceKind::S3(_) | SourceKind::Folder(_) => None,
+        }
+    }
+}
+
 /// A local or mounted folder that a partner drops files in (an on-premises share).
 #[derive(Debug, Clone)]
 pub struct FolderSource {
