@@ -22,7 +22,7 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// More detail (each SQL model's time).
+    /// More detail: -v times each SQL model, -vv each statement of a large transform.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Log lines as text or as one JSON object each.

@@ -112,13 +112,14 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// Installs the logger. `verbosity` (stderr): -1 quiet (warnings and errors), 0 normal, 1+
-/// debug. The tenant's log file gets info and up whatever the verbosity, debug with `-v`.
+/// Installs the logger. `verbosity` (stderr): -1 quiet (warnings and errors), 0 normal, 1
+/// debug (each model timed), 2+ trace (each statement of a large transform timed). The tenant's log file gets info and up whatever the verbosity, debug with `-v`.
 pub fn init_logging(verbosity: i8, format: LogFormat) {
     let console = match verbosity {
         i8::MIN..=-1 => log::LevelFilter::Warn,
         0 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
     };
     let inner = env_logger::Builder::new()
         .filter_level(console.max(log::LevelFilter::Info))

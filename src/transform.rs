@@ -35,8 +35,15 @@ pub struct Plan {
     /// Raw rows loaded since then (every raw row on a full recompute).
     pub changed_rows: i64,
     pub batches: u64,
+    /// Whether the transform commits after every statement (a large load; see `run`).
+    pub commits: bool,
     pub fingerprint: String,
 }
+
+/// A transform of at least this many raw rows commits after every statement: DuckDB scans
+/// tables that the open transaction wrote on about one core, and committed ones on all.
+/// Smaller ones run in the run's one transaction, so a failure leaves nothing behind.
+const LARGE_LOAD_ROWS: i64 = 100_000;
 
 /// Decides between a full recompute and an incremental one, and how many batches.
 pub fn plan(
@@ -78,6 +85,7 @@ pub fn plan(
         since_run,
         changed_rows,
         batches: batches as u64,
+        commits: batches > 1 || changed_rows >= LARGE_LOAD_ROWS,
         fingerprint,
     })
 }
@@ -191,7 +199,9 @@ pub fn run(
             plan.batches
         ),
     }
-    engine.execute("drop schema if exists work cascade; create schema work;")?;
+    // (lakes of etl 0.1 kept scratch tables in a schema `work`; they are temporary now)
+    engine.execute("drop schema if exists work cascade;")?;
+    drop_scratch(engine)?;
     load_vocabularies(engine, &manifest.vocab_dir)?;
     let macros = sql_files(&manifest.sql_dir.join("macros"))?;
     for file in &macros {
@@ -205,10 +215,11 @@ pub fn run(
         plan.full.is_some(),
         plan.batches
     ))?;
-    if plan.batches > 1 {
+    if plan.commits {
         // A load this large commits before the transform, so the rows it loaded are not
         // held by one transaction with every batch; the transform state still points
-        // before them, so should the run stop, the next one computes them.
+        // before them (a full recompute is recorded as incomplete), so should the run stop,
+        // the next one computes them again.
         engine.execute("commit; begin transaction;")?;
     }
     for batch in 0..plan.batches {
@@ -218,7 +229,7 @@ pub fn run(
         ))?;
         let started = Instant::now();
         for model in models {
-            run_model(engine, model, batch, plan.batches > 1)?;
+            run_model(engine, model, batch, plan.commits)?;
         }
         if batch + 1 < plan.batches {
             // Each batch but the last commits: DuckDB 1.4 can fail a commit that deletes rows
@@ -236,7 +247,7 @@ pub fn run(
             );
         }
     }
-    drop_work(engine)?;
+    drop_scratch(engine)?;
     engine.execute(&format!(
         "insert or replace into etl.transform_state values ({}, {}, {}, {}, {})",
         literal(run_id),
@@ -248,55 +259,65 @@ pub fn run(
     Ok(())
 }
 
-/// Drops the scratch schema object by object: DuckDB 1.4 fails the commit when a schema
-/// holding tables written in the same transaction is dropped with CASCADE.
-fn drop_work(engine: &Engine) -> Result<()> {
+/// Drops the scratch tables and views (temporary: the connection's own, never in the lake).
+fn drop_scratch(engine: &Engine) -> Result<()> {
     let objects = engine.query_strings(
-        "select 'view', view_name from duckdb_views() where schema_name = 'work' \
-         union all select 'table', table_name from duckdb_tables() where schema_name = 'work'",
+        "select 'view', view_name from duckdb_views() where temporary and not internal \
+         union all select 'table', table_name from duckdb_tables() where temporary",
     )?;
     for row in objects {
         if let [Some(kind), Some(name)] = row.as_slice() {
-            engine.execute(&format!("drop {kind} work.{}", crate::engine::ident(name)))?;
+            engine.execute(&format!("drop {kind} temp.{}", crate::engine::ident(name)))?;
         }
     }
-    engine.execute("drop schema work")
+    Ok(())
 }
 
-/// A line in a model that marks a safe point: everything before it wrote only scratch tables
-/// (`work.*`) or what every batch computes again. A transform of several batches commits
-/// there, so DuckDB reads what was written on every core (it scans tables written by the
-/// open transaction on about one).
-const COMMIT_POINT: &str = "-- etl:commit";
-
-fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> Result<()> {
+/// Runs a model, then writes the relation it declares (`Materialization`). A large load
+/// (`commits`) commits after every statement, so each statement reads committed tables on
+/// every core; a batch stopped midway is computed again by the next run, whose transform
+/// state still points before it.
+fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result<()> {
     let started = Instant::now();
     let sql = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read SQL file {}", model.display()))?;
-    let parts: Vec<&str> = if commit_points {
-        sql.split(&format!("\n{COMMIT_POINT}\n")).collect()
-    } else {
-        vec![sql.as_str()]
-    };
     let materialization = Materialization::declared_in(model, &sql)?;
-    for (n, part) in parts.iter().enumerate() {
-        if n > 0 {
+    let split = |sql: &str| {
+        if commits {
+            statements(sql)
+        } else {
+            vec![sql.to_string()]
+        }
+    };
+    for part in split(&sql) {
+        let statement_started = Instant::now();
+        engine
+            .execute(&part)
+            .with_context(|| format!("SQL file {} failed", model.display()))?;
+        log::trace!(
+            "    {:.2}s {}",
+            statement_started.elapsed().as_secs_f64(),
+            first_code_line(&part)
+        );
+        if commits {
             engine.execute("commit; begin transaction;")?;
         }
-        if !part.trim().is_empty() {
-            engine
-                .execute(part)
-                .with_context(|| format!("SQL file {} failed", model.display()))?;
-        }
     }
-    if let Some(materialization) = materialization {
-        engine.execute(&materialization.sql()).with_context(|| {
-            format!(
-                "SQL file {}: writing {} failed",
-                model.display(),
-                materialization.target
-            )
-        })?;
+    if let Some(m) = &materialization {
+        for part in split(&m.sql()) {
+            let statement_started = Instant::now();
+            engine.execute(&part).with_context(|| {
+                format!("SQL file {}: writing {} failed", model.display(), m.target)
+            })?;
+            log::trace!(
+                "    {:.2}s {}",
+                statement_started.elapsed().as_secs_f64(),
+                first_code_line(&part)
+            );
+            if commits {
+                engine.execute("commit; begin transaction;")?;
+            }
+        }
     }
     log::debug!(
         "  {} (batch {}) in {:.2}s",
@@ -307,14 +328,82 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commit_points: bool) -> 
     Ok(())
 }
 
+/// A statement's first line that is not a comment (for timings in the trace log).
+fn first_code_line(sql: &str) -> &str {
+    sql.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("")
+}
+
+/// The statements of an SQL text, split at each `;` outside quotes and comments; pieces
+/// holding only comments and blanks are left out.
+pub fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut code = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        current.push(c);
+        match c {
+            '\'' | '"' => {
+                code = true;
+                // to the closing quote; a doubled quote is an escaped one
+                while let Some(q) = chars.next() {
+                    current.push(q);
+                    if q == c {
+                        if chars.peek() == Some(&c) {
+                            current.push(chars.next().unwrap_or(c));
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for n in chars.by_ref() {
+                    current.push(n);
+                    if n == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    current.push(n);
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+            }
+            ';' => {
+                if code {
+                    out.push(std::mem::take(&mut current));
+                } else {
+                    current.clear();
+                }
+                code = false;
+            }
+            c if !c.is_whitespace() => code = true,
+            _ => {}
+        }
+    }
+    if code {
+        out.push(current);
+    }
+    out
+}
+
 /// How a model writes the lasting relation it is named after, when it keeps rows between
 /// runs and rewrites only some of them (an incremental materialization). Declared in the
 /// model's header; the model's own SQL computes the new rows into a scratch table, and the
 /// transform then writes them:
 ///
 /// ```sql
-/// -- etl:materialize staged.quarantine from work.quarantine
-/// -- etl:replace (source, source_ref, source_row) in work.touched_rows where rule_id <> 'Q003'
+/// -- etl:materialize staged.quarantine from temp.quarantine
+/// -- etl:replace (source, source_ref, source_row) in temp.touched_rows where rule_id <> 'Q003'
 /// -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
 /// ```
 ///
@@ -485,6 +574,23 @@ mod tests {
              delete from staged.quarantine where rule_id = 'Q003';\n\
              insert into staged.quarantine by name select * from work.quarantine;\n"
         );
+    }
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes_and_comments() {
+        let sql = "-- a comment; not a statement\n\
+                   create table a as select 'x;y' as \"b;c\", 'it''s; fine' as d;\n\
+                   /* block; comment */ insert into a values (1);\n\
+                   -- trailing comment only\n";
+        assert_eq!(
+            statements(sql),
+            vec![
+                "-- a comment; not a statement\ncreate table a as select 'x;y' as \"b;c\", 'it''s; fine' as d;",
+                "\n/* block; comment */ insert into a values (1);",
+            ]
+        );
+        assert_eq!(statements("select 1"), vec!["select 1"]);
+        assert!(statements("-- nothing; here\n  \n").is_empty());
     }
 
     #[test]

@@ -23,22 +23,24 @@ create or replace macro etl_person_name(s) as
             '(,?\s+(md|m\.d\.|do|d\.o\.|phd|ph\.d\.|rn|np|pa|pa-c|dds|dmd|facc|facp))+\.?$', '', 'i')
     ), '');
 
--- The key two spellings of one name share: lower case, letters, digits and single spaces.
-create or replace macro etl_name_key(s) as
-    nullif(trim(regexp_replace(
-        lower(strip_accents(etl_person_name(s))), '[^a-z0-9]+', ' ', 'g')), '');
+-- A value's key: lower case, letters, digits and single spaces.
+create or replace macro etl_key(s) as
+    nullif(trim(regexp_replace(lower(strip_accents(s)), '[^a-z0-9]+', ' ', 'g')), '');
+
+-- The key two spellings of one name share.
+create or replace macro etl_name_key(s) as etl_key(etl_person_name(s));
 
 -- The key for matching codes and place names (care sites, specialties): the same idea,
 -- without the title handling.
-create or replace macro etl_match_key(s) as
-    nullif(trim(regexp_replace(
-        lower(strip_accents(etl_clean_text(s))), '[^a-z0-9]+', ' ', 'g')), '');
+create or replace macro etl_match_key(s) as etl_key(etl_clean_text(s));
 
--- How complete a name is: letters in words of two letters or more ("J." counts nothing),
--- so "John Doe" ranks above "J. Doe" and "Jane S.".
-create or replace macro etl_name_completeness(s) as
+-- Letters in words of two letters or more ("J." counts nothing).
+create or replace macro etl_word_letters(s) as
     coalesce(list_sum(list_transform(
-        regexp_extract_all(etl_person_name(s), '[[:alpha:]]{2,}'), w -> length(w))), 0);
+        regexp_extract_all(s, '[[:alpha:]]{2,}'), w -> length(w))), 0);
+
+-- How complete a name is, so "John Doe" ranks above "J. Doe" and "Jane S.".
+create or replace macro etl_name_completeness(s) as etl_word_letters(etl_person_name(s));
 
 -- Source identifiers stay text: '001' keeps its zeros.
 create or replace macro etl_source_id(s) as

@@ -131,6 +131,10 @@ fn run(args: Args) -> Result<()> {
         Ok(())
     })?;
 
+    // The hand-written reference, first: its peak memory is the largest of this process's
+    // children so far (psql's are small).
+    let reference = run_reference(&pg, &bucket)?;
+
     // The runs.
     let manifest = args.manifest.clone();
     let lake = Path::new("lake/bench");
@@ -188,10 +192,120 @@ fn run(args: Args) -> Result<()> {
             "total", total.0, total.1, total.2
         );
     }
+    let cold_total: f64 = cold.iter().map(|s| s.wall).sum();
+    let incremental_total: f64 = incremental.iter().map(|s| s.wall).sum();
+    let cold_rss = cold.iter().map(|s| s.rss).fold(0.0, f64::max);
+    println!("against the hand-written reference (bench/reference.sql, DuckDB CLI, same data)");
+    println!(
+        "  {:<18} {:>8} {:>8} {:>9} {:>10}",
+        "", "wall s", "cpu s", "peak MB", "x reference"
+    );
+    println!(
+        "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10}",
+        "reference", reference.wall, reference.cpu, reference.rss, "1.0"
+    );
+    println!(
+        "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10.1}",
+        "etl cold run",
+        cold_total,
+        cold.iter().map(|s| s.cpu).sum::<f64>(),
+        cold_rss,
+        cold_total / reference.wall
+    );
+    println!(
+        "  incremental run: {:.2} s, {:.1}% of the cold run\n",
+        incremental_total,
+        100.0 * incremental_total / cold_total
+    );
     println!("rows: what each stage handled: rows read (extract), raw rows computed (transform), rows written (publish)");
     println!("floors: psql \\copy of care_site and provider to /dev/null; every object's bytes read over one connection");
     println!("command: just bench {rows}");
     Ok(())
+}
+
+/// Runs bench/reference.sql with the DuckDB CLI, its `${...}` filled in; wall time, and the
+/// CPU time and peak memory of this process's children (the CLI's, as it runs first).
+fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
+    let out = Path::new("lake/bench-reference");
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out)?;
+    let root = std::env::current_dir()?;
+    let sql = std::fs::read_to_string("bench/reference.sql")
+        .context("cannot read bench/reference.sql")?;
+    let filled = [
+        (
+            "EXTENSIONS",
+            root.join(".tools/extensions").display().to_string(),
+        ),
+        ("MEMORY", env_or("ETL_BENCH_MEMORY", "2GB")),
+        (
+            "PG_DSN",
+            format!(
+                "host={} port={} dbname={} user={} password={}",
+                pg.host, pg.port, pg.database, pg.user, pg.password
+            ),
+        ),
+        ("S3_KEY", bucket.access_key_id.clone()),
+        ("S3_SECRET", bucket.secret_access_key.clone()),
+        ("S3_ENDPOINT", bucket.endpoint.clone()),
+        ("OUT", root.join(out).display().to_string()),
+    ]
+    .iter()
+    .fold(sql, |sql, (name, value)| {
+        sql.replace(&format!("${{{name}}}"), value)
+    });
+    let cli = std::env::var("ETL_DUCKDB_CLI").unwrap_or_else(|_| ".tools/bin/duckdb".into());
+    let before = children_usage();
+    let started = Instant::now();
+    let mut child = Command::new(&cli)
+        .arg("-batch")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start the DuckDB CLI {cli}"))?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().context("no stdin")?,
+        filled.as_bytes(),
+    )?;
+    let status = child.wait()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("the reference (bench/reference.sql) failed");
+    }
+    let after = children_usage();
+    let rows = std::process::Command::new(&cli)
+        .arg("-csv")
+        .arg("-noheader")
+        .arg("-c")
+        .arg(format!(
+            "select count(*) from '{}'",
+            root.join(out).join("provider.parquet").display()
+        ))
+        .output()?;
+    Ok(Stage {
+        name: "reference".into(),
+        wall,
+        cpu: after.0 - before.0,
+        rss: after.1,
+        rows: String::from_utf8_lossy(&rows.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+    })
+}
+
+/// CPU seconds and peak memory (MB) of the children this process has waited for.
+fn children_usage() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        seconds(ru.ru_utime) + seconds(ru.ru_stime),
+        ru.ru_maxrss as f64 / 1024.0,
+    )
 }
 
 fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {

@@ -1,7 +1,7 @@
 -- OMOP provider: one row per real provider that has a name (the DDL's NOT NULL); providers
 -- without one are in staged.quarantine instead. Only the affected providers are written:
 -- new and changed ones merged by id, vanished ones deleted.
-create or replace table work.provider as
+create or replace temp table provider as
 select
     keys.provider_id,
     clusters.provider_name,
@@ -12,16 +12,16 @@ select
     clusters.care_site_id,
     clusters.provider_source_value,
     clusters.specialty.specialty_source_value
-from work.clusters as clusters
+from temp.clusters as clusters
 join etl.provider_keys as keys on keys.key = clusters.cluster_key
 where clusters.provider_name is not null;
 
 -- The providers this batch may change: those of the affected clusters, before and after.
-create or replace table work.batch_providers as
+create or replace temp table batch_providers as
 select provider_id from etl.provider_keys
-where key in (select cluster_key from work.affected_clusters)
+where key in (select cluster_key from temp.affected_clusters)
 union
-select provider_id from work.provider
+select provider_id from temp.provider
 union
 -- after the last batch of a full recompute: providers no row names any more
 select omop.provider.provider_id
@@ -35,15 +35,15 @@ anti join (
 where getvariable('full_recompute') and getvariable('last_batch');
 
 delete from omop.provider
-where provider_id in (select provider_id from work.batch_providers)
-  and provider_id not in (select provider_id from work.provider);
+where provider_id in (select provider_id from temp.batch_providers)
+  and provider_id not in (select provider_id from temp.provider);
 
 -- every batch's, for the history (omop/provider_history.sql), written once the last batch is done
-create table if not exists work.touched_providers (provider_id integer);
-insert into work.touched_providers select provider_id from work.batch_providers;
+create temp table if not exists touched_providers (provider_id integer);
+insert into temp.touched_providers select provider_id from temp.batch_providers;
 
 merge into omop.provider as target
-using work.provider as source
+using temp.provider as source
 on target.provider_id = source.provider_id
 when matched and row(target.provider_name, target.npi, target.provider_type_concept_id,
                      target.specialty_concept_id, target.care_site_id, target.provider_source_value,

@@ -2,7 +2,7 @@
 -- earlier run can be read back:  select * from omop_provider_as_of('<run id>')
 -- A version is closed (valid_to set) when its row changes or disappears. Written once per
 -- run, after the last batch, for the providers the batches touched.
-create or replace table work.provider_changes as
+create or replace temp table provider_changes as
 -- each touched provider's open version and its row now, compared by a hash of the whole row
 -- (a join on ids: a set difference of whole rows needs all of them in memory at once)
 with
@@ -13,13 +13,13 @@ before as (
         select * exclude (valid_from, valid_to) from omop.provider_history
         where valid_to is null
     ) as versions
-    semi join work.touched_providers using (provider_id)
+    semi join temp.touched_providers using (provider_id)
 ),
 
 now as (
     select rows.provider_id, hash(rows) as row_hash
     from omop.provider as rows
-    semi join work.touched_providers using (provider_id)
+    semi join temp.touched_providers using (provider_id)
 )
 
 select
@@ -33,10 +33,10 @@ where getvariable('last_batch')
 
 update omop.provider_history set valid_to = getvariable('run_id')
 where valid_to is null
-  and provider_id in (select provider_id from work.provider_changes where was_open);
+  and provider_id in (select provider_id from temp.provider_changes where was_open);
 
 insert into omop.provider_history
 select getvariable('run_id'), null, rows.*
 from omop.provider as rows
-semi join (select provider_id from work.provider_changes where exists_now) as changed
+semi join (select provider_id from temp.provider_changes where exists_now) as changed
     using (provider_id);

@@ -1,16 +1,16 @@
 -- Findings on rows that are kept: each names the row, the rule and the value that tripped it.
 -- Provider findings are written again for the rows of the affected providers
--- (work.cluster_rows); care site findings all again (care sites are few).
--- etl:materialize staged.dq_flags from work.dq_flags
--- etl:replace (source, source_ref, source_row) in work.touched_rows where entity = 'provider'
+-- (temp.cluster_rows); care site findings all again (care sites are few).
+-- etl:materialize staged.dq_flags from temp.dq_flags
+-- etl:replace (source, source_ref, source_row) in temp.touched_rows where entity = 'provider'
 -- etl:replace where entity = 'care_site'
-create or replace table work.dq_flags as
+create or replace temp table dq_flags as
 with
 
 provider_findings as (
     select source, source_ref, source_row, 'npi_missing' as flag, npi_sent as value,
            'no NPI sent' as detail
-    from work.cluster_rows where npi_digits is null
+    from temp.cluster_rows where npi_digits is null
     union all
     select source, source_ref, source_row, npi_problem, npi_sent,
            case npi_problem
@@ -18,34 +18,34 @@ provider_findings as (
                when 'npi_first_digit' then 'an NPI starts with 1 or 2; kept'
                when 'npi_length' then 'not 10 digits; npi left empty'
            end
-    from work.cluster_rows where npi_problem is not null
+    from temp.cluster_rows where npi_problem is not null
     union all
     select source, source_ref, source_row, 'npi_reformatted', npi_sent,
            'non-digits removed: ' || npi_digits
-    from work.cluster_rows
+    from temp.cluster_rows
     where npi_digits is not null and npi_digits <> etl_clean_text(npi_sent)
     union all
     select source, source_ref, source_row, 'name_cleaned', name_sent,
            'titles, credentials or spacing removed: ' || person_name
-    from work.cluster_rows
+    from temp.cluster_rows
     where person_name is not null and person_name <> name_sent
     union all
     select source, source_ref, source_row, 'specialty_unmapped',
            coalesce(specialty_sent, specialty_alt_sent),
            'no line in vocab/specialty.csv; specialty_concept_id 0'
-    from work.cluster_rows
+    from temp.cluster_rows
     where specialty_concept_id = 0 and coalesce(specialty_sent, specialty_alt_sent) is not null
     union all
     select source, source_ref, source_row, 'care_site_unknown',
            coalesce(site_name_sent, site_id),
            'no such care site in Postgres; care_site_id left empty'
-    from work.cluster_rows
+    from temp.cluster_rows
     where care_site_id is null and (site_name_sent is not null or site_id is not null)
     union all
     select source, source_ref, source_row, 'source_id_mismatch', source_id_sent,
            'ProviderID ' || client_provider_id || ' disagrees with SourceID ' || source_id_sent
                || '; SourceID kept as provider_source_value'
-    from work.cluster_rows
+    from temp.cluster_rows
     where client_provider_id is not null
       and try_cast(regexp_extract(source_id, '(\d+)$', 1) as integer)
           <> try_cast(client_provider_id as integer)
@@ -54,16 +54,16 @@ provider_findings as (
     select m.source, m.source_ref, m.source_row, 'name_conflict', m.name_sent,
            'rows with this NPI carry different surnames (' || conflicts.names || '); '
                || c.provider_name || ' was kept: check the NPI'
-    from work.cluster_rows as m
+    from temp.cluster_rows as m
     join (
         select cluster_key,
                array_to_string(list_sort(list_distinct(list(person_name))), ', ') as names
-        from work.cluster_rows
+        from temp.cluster_rows
         where cluster_key like 'npi:%' and name_key is not null
         group by cluster_key
         having count(distinct regexp_extract(name_key, '[^ ]+$')) > 1
     ) as conflicts on conflicts.cluster_key = m.cluster_key
-    join work.clusters as c on c.cluster_key = m.cluster_key
+    join temp.clusters as c on c.cluster_key = m.cluster_key
     where m.name_key is not null
 
     -- (merged rows are not flagged: staged.provider_row_status says which provider each

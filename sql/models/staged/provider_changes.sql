@@ -5,16 +5,16 @@
 -- Only what changed since the last transform is computed (everything on a full recompute),
 -- one batch at a time: etl sets `since_run`, `batches` and `batch`; every row lands in
 -- exactly one batch (etl_in_batch, sql/macros/batch.sql).
---   work.new_rows   raw rows new or changed since the last transform, and rows whose care
+--   temp.new_rows   raw rows new or changed since the last transform, and rows whose care
 --                   site resolves differently now, cleansed
---   work.gone_rows  the staged rows they replace, and rows gone from the raw layer
+--   temp.gone_rows  the staged rows they replace, and rows gone from the raw layer
 -- staged.provider_rows keeps every current row between runs (sql/models/staged/provider_rows.sql
--- writes it, with each row's provider); its shape is that of work.provider_cleansed plus the
+-- writes it, with each row's provider); its shape is that of temp.provider_cleansed plus the
 -- cluster key, and it is created empty here on a first run, as this model reads it.
 
 -- Every provider row of every source in one shape, values as sent: the staging contract
 -- (stg.provider, src/staging.rs), renamed for the models.
-create or replace view work.provider_source as
+create or replace temp view provider_source as
 select
     -- lineage
     source,
@@ -37,15 +37,34 @@ from stg.provider
 -- rows deleted at their source stay in raw with _deleted_at set; they are not loaded
 where _deleted_at is null;
 
-create or replace table work.changed_source as
-select * from work.provider_source
+create or replace temp table changed_source as
+select * from temp.provider_source
 where _run_id > getvariable('since_run')
   and etl_in_batch(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
                    source, source_ref, source_row);
 
--- The cleansing, over whatever work.changed_source holds when it is read.
-create or replace view work.provider_cleansed as
+-- The cleansing, over whatever temp.changed_source holds when it is read.
+create or replace temp view provider_cleansed as
 with
+
+sent_keys as (
+    -- Specialties and site names are few: each distinct value sent is keyed once.
+    select value, etl_match_key(value) as key
+    from (
+        select specialty_sent as value from temp.changed_source
+        union
+        select specialty_alt_sent from temp.changed_source
+        union
+        select site_name_sent from temp.changed_source
+    )
+    where value is not null
+),
+
+specialty_concepts as (
+    select sent_keys.value, vocab.concept_id
+    from sent_keys
+    join vocab.specialty as vocab on etl_match_key(vocab.source_value) = sent_keys.key
+),
 
 cleaned as (
     select
@@ -54,18 +73,21 @@ cleaned as (
         etl_npi_digits(npi_sent) as npi_digits,
         etl_source_id(source_id_sent) as source_id,
         etl_clean_text(specialty_sent) as specialty_source_value,
-        etl_match_key(site_name_sent) as site_name_key
-    from work.changed_source as changed
+        site_keys.key as site_name_key
+    from temp.changed_source as changed
+    left join sent_keys as site_keys on site_keys.value = changed.site_name_sent
 ),
 
 derived as (
-    -- from the cleaned values, so each cleansing rule runs once per row
+    -- from the cleaned values, so each cleansing rule runs once per row; the name's key
+    -- and completeness are those of etl_name_key(person_name) and
+    -- etl_name_completeness(person_name), with the name cleansed again only once for both
     select
-        cleaned.*,
-        etl_name_key(person_name) as name_key,
-        etl_name_completeness(person_name) as name_completeness,
+        cleaned.* exclude (person_name_again),
+        etl_key(person_name_again) as name_key,
+        etl_word_letters(person_name_again) as name_completeness,
         etl_npi_digits_problem(npi_digits) as npi_problem
-    from cleaned
+    from (select *, etl_person_name(person_name) as person_name_again from cleaned) as cleaned
 ),
 
 specialty_mapped as (
@@ -73,10 +95,8 @@ specialty_mapped as (
         derived.*,
         coalesce(s1.concept_id, s2.concept_id, 0)::integer as specialty_concept_id
     from derived
-    left join vocab.specialty as s1
-        on etl_match_key(s1.source_value) = etl_match_key(derived.specialty_sent)
-    left join vocab.specialty as s2
-        on etl_match_key(s2.source_value) = etl_match_key(derived.specialty_alt_sent)
+    left join specialty_concepts as s1 on s1.value = derived.specialty_sent
+    left join specialty_concepts as s2 on s2.value = derived.specialty_alt_sent
 ),
 
 sited as (
@@ -100,14 +120,14 @@ from sited;
 
 create table if not exists staged.provider_rows as
 select *, null::varchar as cluster_key
-from work.provider_cleansed
+from temp.provider_cleansed
 limit 0;
 
 -- Rows whose care site resolves differently now (a site added, renamed or gone) are
 -- computed again too.
-insert into work.changed_source
+insert into temp.changed_source
 select source_rows.*
-from work.provider_source as source_rows
+from temp.provider_source as source_rows
 semi join (
     select rows.source, rows.source_ref, rows.source_row
     from staged.provider_rows as rows
@@ -118,17 +138,16 @@ semi join (
     where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
       and etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
 ) as resited using (source, source_ref, source_row)
-anti join work.changed_source as changed using (source, source_ref, source_row);
+anti join temp.changed_source as changed using (source, source_ref, source_row);
 
--- etl:commit
-create or replace table work.new_rows as
-select * from work.provider_cleansed;
+create or replace temp table new_rows as
+select * from temp.provider_cleansed;
 
-create or replace table work.gone_rows as
+create or replace temp table gone_rows as
 with
 
 replaced_or_deleted as (
-    select source, source_ref, source_row from work.new_rows
+    select source, source_ref, source_row from temp.new_rows
     union all
     select source, source_ref, source_row
     from stg.provider
@@ -139,7 +158,7 @@ select source, source_ref, source_row, source_id, cluster_key
 from staged.provider_rows
 semi join replaced_or_deleted using (source, source_ref, source_row)
 union
--- every row of an object read again: its rows as read now are all in work.new_rows
+-- every row of an object read again: its rows as read now are all in temp.new_rows
 select rows.source, rows.source_ref, rows.source_row, rows.source_id, rows.cluster_key
 from staged.provider_rows as rows
 semi join (
@@ -147,4 +166,3 @@ semi join (
     where run_id > getvariable('since_run')
 ) as reread using (source, source_ref)
 where etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row);
--- etl:commit

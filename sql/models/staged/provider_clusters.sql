@@ -5,9 +5,9 @@
 --   specialty  the newest row that states one (its value as sent and its concept)
 --   care site  the newest row that names one; an unknown site gives NULL, never a guess
 -- Computed for the affected clusters only (sql/models/staged/provider_match.sql).
--- etl:materialize staged.provider_clusters from work.clusters
--- etl:replace (cluster_key) in work.affected_clusters
-create or replace table work.clusters as
+-- etl:materialize staged.provider_clusters from temp.clusters
+-- etl:replace (cluster_key) in temp.affected_clusters
+create or replace temp table clusters as
 -- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
 -- in memory and cannot spill, which ran out of memory at 10M rows.
 with
@@ -24,7 +24,7 @@ ranked as (
                      person_name, npi_digits, source_id, specialty_source_value, site_name_key,
                      site_id, source, source_order
         ) as newest_first
-    from work.cluster_rows
+    from temp.cluster_rows
 )
 
 select
@@ -47,4 +47,3 @@ from ranked
 where cluster_key is not null
 group by cluster_key;
 
--- etl:commit

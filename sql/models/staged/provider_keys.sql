@@ -7,7 +7,7 @@ unique_source_ids as (
     -- source ids that point at one provider alone, counted over every current row
     select source_id
     from staged.provider_rows
-    where source_id in (select source_id from work.cluster_rows where source_id is not null)
+    where source_id in (select source_id from temp.cluster_rows where source_id is not null)
       and cluster_key is not null
     group by source_id
     having min(cluster_key) = max(cluster_key)
@@ -15,12 +15,12 @@ unique_source_ids as (
 
 cluster_keys as (
     select cluster_key, cluster_key as key
-    from work.clusters
+    from temp.clusters
     where provider_name is not null
     union
     select m.cluster_key, 'src:' || m.source_id
-    from work.cluster_rows as m
-    join work.clusters as c on c.cluster_key = m.cluster_key
+    from temp.cluster_rows as m
+    join temp.clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is not null
       and m.source_id in (select source_id from unique_source_ids)
 ),
@@ -37,7 +37,7 @@ held_elsewhere as (
     select k.provider_id
     from etl.provider_keys as k
     join staged.provider_clusters as c on c.cluster_key = k.key
-    anti join work.affected_clusters as affected on affected.cluster_key = c.cluster_key
+    anti join temp.affected_clusters as affected on affected.cluster_key = c.cluster_key
     where k.provider_id in (select provider_id from claims)
       and c.provider_name is not null
 ),

@@ -3,30 +3,30 @@
 -- neither NPI nor source id have no key and are quarantined.
 --
 -- Only the providers the changed rows touch are clustered again:
---   work.links             for the source ids of changed rows, the one NPI each is seen with
---   work.affected_clusters every cluster key the changed rows, and the kept rows sharing
+--   temp.links             for the source ids of changed rows, the one NPI each is seen with
+--   temp.affected_clusters every cluster key the changed rows, and the kept rows sharing
 --                          their source ids (the NPI that id links to may have changed),
 --                          had before or have now
---   work.cluster_rows      every current row of the affected clusters, with its key now
---   work.touched_rows      the lineage of every staged row written or removed
+--   temp.cluster_rows      every current row of the affected clusters, with its key now
+--   temp.touched_rows      the lineage of every staged row written or removed
 -- It writes only those scratch tables: sql/models/staged/provider_rows.sql puts
--- work.cluster_rows into staged.provider_rows, which keeps every current row and its key.
+-- temp.cluster_rows into staged.provider_rows, which keeps every current row and its key.
 
-create or replace table work.touched_source_ids as
-select source_id from work.gone_rows where source_id is not null
+create or replace temp table touched_source_ids as
+select source_id from temp.gone_rows where source_id is not null
 union
-select source_id from work.new_rows where source_id is not null;
+select source_id from temp.new_rows where source_id is not null;
 
-create or replace table work.links as
+create or replace temp table links as
 -- a source id seen with exactly one NPI links that id's NPI-less rows to the NPI
 select source_id, min(npi) as npi
 from (
-    select source_id, npi from work.new_rows
+    select source_id, npi from temp.new_rows
     union all
     select source_id, npi
     from staged.provider_rows
-    anti join work.gone_rows using (source, source_ref, source_row)
-    where source_id in (select source_id from work.touched_source_ids)
+    anti join temp.gone_rows using (source, source_ref, source_row)
+    where source_id in (select source_id from temp.touched_source_ids)
 )
 where source_id is not null and npi is not null
 group by source_id
@@ -34,43 +34,42 @@ having min(npi) = max(npi);
 
 -- The providers to compute again: those the gone rows were in, those the new rows are in,
 -- and those the rows sharing a changed source id were or are in.
-create or replace table work.affected_clusters as
-select cluster_key from work.gone_rows where cluster_key is not null
+create or replace temp table affected_clusters as
+select cluster_key from temp.gone_rows where cluster_key is not null
 union
 select etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi)
-from work.new_rows
-left join work.links on links.source_id = new_rows.source_id
+from temp.new_rows
+left join temp.links on links.source_id = new_rows.source_id
 where new_rows.npi is not null or new_rows.source_id is not null
 union
 select unnest([rows.cluster_key, etl_cluster_key(rows.npi, rows.source_id, links.npi)])
 from staged.provider_rows as rows
-anti join work.gone_rows using (source, source_ref, source_row)
-left join work.links on links.source_id = rows.source_id
-where rows.source_id in (select source_id from work.touched_source_ids);
+anti join temp.gone_rows using (source, source_ref, source_row)
+left join temp.links on links.source_id = rows.source_id
+where rows.source_id in (select source_id from temp.touched_source_ids);
 
-create or replace table work.cluster_rows as
+create or replace temp table cluster_rows as
 select
     new_rows.*,
     etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi) as cluster_key
-from work.new_rows
-left join work.links on links.source_id = new_rows.source_id
+from temp.new_rows
+left join temp.links on links.source_id = new_rows.source_id
 union all by name
 -- kept rows of the affected providers, with their key now
 select
     rows.* exclude (cluster_key),
     case
-        when rows.source_id in (select source_id from work.touched_source_ids)
+        when rows.source_id in (select source_id from temp.touched_source_ids)
             then etl_cluster_key(rows.npi, rows.source_id, links.npi)
         else rows.cluster_key
     end as cluster_key
 from staged.provider_rows as rows
-anti join work.gone_rows using (source, source_ref, source_row)
-left join work.links on links.source_id = rows.source_id
-where rows.cluster_key in (select cluster_key from work.affected_clusters)
-   or rows.source_id in (select source_id from work.touched_source_ids);
+anti join temp.gone_rows using (source, source_ref, source_row)
+left join temp.links on links.source_id = rows.source_id
+where rows.cluster_key in (select cluster_key from temp.affected_clusters)
+   or rows.source_id in (select source_id from temp.touched_source_ids);
 
-create or replace table work.touched_rows as
-select source, source_ref, source_row from work.gone_rows
+create or replace temp table touched_rows as
+select source, source_ref, source_row from temp.gone_rows
 union
-select source, source_ref, source_row from work.cluster_rows;
--- etl:commit
+select source, source_ref, source_row from temp.cluster_rows;

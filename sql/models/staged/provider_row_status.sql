@@ -1,10 +1,10 @@
 -- What happened to every provider row: loaded (it is the survivor of its provider), merged
 -- (a duplicate of a loaded row) or quarantined (rule_id says why). Written again for the
 -- rows of the affected providers; the unparsable records (Q003) by the first batch.
--- etl:materialize staged.provider_row_status from work.provider_row_status
--- etl:replace (source, source_ref, source_row) in work.touched_rows where rule_id is distinct from 'Q003'
+-- etl:materialize staged.provider_row_status from temp.provider_row_status
+-- etl:replace (source, source_ref, source_row) in temp.touched_rows where rule_id is distinct from 'Q003'
 -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
-create or replace table work.provider_row_status as
+create or replace temp table provider_row_status as
 select
     m.source, m.source_ref, m.source_row,
     case
@@ -15,14 +15,14 @@ select
     -- (a condition on c in the join below would make it a nested-loop join)
     case when c.provider_name is not null then keys.provider_id end as provider_id,
     q.rule_id
-from work.cluster_rows as m
-left join work.clusters as c on c.cluster_key = m.cluster_key
+from temp.cluster_rows as m
+left join temp.clusters as c on c.cluster_key = m.cluster_key
 left join etl.provider_keys as keys on keys.key = m.cluster_key
-left join work.quarantine as q
+left join temp.quarantine as q
     on q.source = m.source and q.source_ref = m.source_ref and q.source_row = m.source_row
    and q.rule_id <> 'Q003'
 union all
 select source, source_ref, source_row, 'quarantined', null, rule_id
-from work.quarantine
+from temp.quarantine
 where rule_id = 'Q003';
 

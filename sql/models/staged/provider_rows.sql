@@ -1,6 +1,6 @@
 -- Every current provider row, cleansed, with its provider's cluster key: the rows of the
--- affected providers (work.cluster_rows, sql/models/staged/provider_match.sql) replace the
--- rows written or removed in this batch (work.touched_rows). The rows of the other
+-- affected providers (temp.cluster_rows, sql/models/staged/provider_match.sql) replace the
+-- rows written or removed in this batch (temp.touched_rows). The rows of the other
 -- providers are kept as they are.
--- etl:materialize staged.provider_rows from work.cluster_rows
--- etl:replace (source, source_ref, source_row) in work.touched_rows
+-- etl:materialize staged.provider_rows from temp.cluster_rows
+-- etl:replace (source, source_ref, source_row) in temp.touched_rows

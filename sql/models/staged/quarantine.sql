@@ -1,10 +1,10 @@
 -- Rows that cannot be loaded, each with where it came from, the rule and the reason.
--- Written again for the rows of the affected providers (work.cluster_rows); the
+-- Written again for the rows of the affected providers (temp.cluster_rows); the
 -- unparsable records (Q003) are all written again, by the first batch.
--- etl:materialize staged.quarantine from work.quarantine
--- etl:replace (source, source_ref, source_row) in work.touched_rows where rule_id <> 'Q003'
+-- etl:materialize staged.quarantine from temp.quarantine
+-- etl:replace (source, source_ref, source_row) in temp.touched_rows where rule_id <> 'Q003'
 -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
-create or replace table work.quarantine as
+create or replace temp table quarantine as
 with
 
 no_name as (
@@ -14,8 +14,8 @@ no_name as (
         'provider_name_missing' as rule,
         'no usable provider name in this row nor in any other row for the same provider ('
             || m.cluster_key || '); provider_name is NOT NULL' as reason
-    from work.cluster_rows as m
-    join work.clusters as c on c.cluster_key = m.cluster_key
+    from temp.cluster_rows as m
+    join temp.clusters as c on c.cluster_key = m.cluster_key
     where c.provider_name is null
 ),
 
@@ -25,7 +25,7 @@ no_identifier as (
         'Q002' as rule_id,
         'provider_identifier_missing' as rule,
         'neither a 10-digit NPI nor a source id: the row cannot be matched to a provider' as reason
-    from work.cluster_rows
+    from temp.cluster_rows
     where cluster_key is null
 ),
 
