@@ -575,30 +575,35 @@ fn load(
         skipped_unchanged: fetched.unchanged,
         ..Default::default()
     };
-    for staged in &fetched.objects {
-        let object = &staged.object;
-        // A changed object replaces what was read from it before (whatever its layout was).
+    // A changed object replaces what was read from it before (whatever its layout was).
+    if !fetched.objects.is_empty() {
+        let keys: Vec<String> = fetched
+            .objects
+            .iter()
+            .map(|s| literal(&s.object.key))
+            .collect();
+        let keys = format!("[{}]", keys.join(", "));
         for table in &tables {
             engine.execute(&format!(
-                "delete from {table} where _object_key = {k}; delete from {table}_rejects where object_key = {k};",
-                k = literal(&object.key)
+                "delete from {table} where list_contains({keys}, _object_key); \
+                 delete from {table}_rejects where list_contains({keys}, object_key);"
             ))?;
         }
-        let outcome = match &staged.state {
-            Staged::Empty => {
-                log::warn!("  {}: empty object (0 bytes), nothing to load", object.key);
-                stats.loaded += 1;
-                Outcome::Empty
-            }
-            Staged::Rejected(reason) => Outcome::Rejected(reason.clone()),
+    }
+    // Each object's layout and columns; objects loaded the same way go in one insert.
+    let mut prepared: Vec<Option<std::result::Result<Prepared, String>>> = Vec::new();
+    for staged in &fetched.objects {
+        let object = &staged.object;
+        prepared.push(match &staged.state {
+            Staged::Empty | Staged::Rejected(_) => None,
             Staged::Data {
                 format,
                 records,
                 rejects,
             } => {
-                let loaded = match choose_layout(engine, files, records)? {
+                let ready = match choose_layout(engine, files, records)? {
                     Err(reason) => Err(reason),
-                    Ok(layout) => load_object(
+                    Ok(layout) => prepare_object(
                         engine,
                         &raw_table(name, &layout.table),
                         name,
@@ -610,28 +615,53 @@ fn load(
                         run_id,
                     )?,
                 };
-                match loaded {
-                    Ok((rows, rejected_rows)) => {
-                        stats.loaded += 1;
-                        stats.rows += rows;
-                        stats.rejected_rows += rejected_rows;
-                        let note = if rejected_rows > 0 {
-                            format!(", {rejected_rows} unparsable rows quarantined")
-                        } else {
-                            String::new()
-                        };
-                        log::info!("  {}: {rows} rows{note}", object.key);
-                        Outcome::Loaded {
-                            rows,
-                            rejected_rows,
-                        }
-                    }
-                    Err(reason) => {
-                        if files.on_bad_file == OnBadFile::Fail {
-                            bail!("bad file {}: {reason} (on_bad_file = \"fail\")", object.url);
-                        }
-                        Outcome::Rejected(reason)
-                    }
+                if let (Err(reason), OnBadFile::Fail) = (&ready, files.on_bad_file) {
+                    bail!("bad file {}: {reason} (on_bad_file = \"fail\")", object.url);
+                }
+                Some(ready)
+            }
+        });
+    }
+    insert_prepared(engine, &fetched.objects, &prepared, run_id)?;
+    let mut outcomes = Vec::new();
+    for (staged, ready) in fetched.objects.iter().zip(&prepared) {
+        let object = &staged.object;
+        let outcome = match (&staged.state, ready) {
+            (Staged::Empty, _) => {
+                log::warn!("  {}: empty object (0 bytes), nothing to load", object.key);
+                stats.loaded += 1;
+                Outcome::Empty
+            }
+            (Staged::Rejected(reason), _) | (_, Some(Err(reason))) => {
+                Outcome::Rejected(reason.clone())
+            }
+            (_, None) => Outcome::Rejected("not staged".into()),
+            (_, Some(Ok(ready))) => {
+                let rows = ready.records_read;
+                let mut rejected_rows = 0;
+                if let Some(rejects) = &ready.rejects {
+                    let file = literal(&rejects.to_string_lossy());
+                    engine.execute(&format!(
+                        "insert into {}_rejects select {k}, line, raw_line, error, {run} from read_parquet({file})",
+                        ready.table,
+                        k = literal(&object.key),
+                        run = literal(run_id),
+                    ))?;
+                    rejected_rows =
+                        engine.query_i64(&format!("select count(*) from read_parquet({file})"))?;
+                }
+                stats.loaded += 1;
+                stats.rows += rows;
+                stats.rejected_rows += rejected_rows;
+                let note = if rejected_rows > 0 {
+                    format!(", {rejected_rows} unparsable rows quarantined")
+                } else {
+                    String::new()
+                };
+                log::info!("  {}: {rows} rows{note}", object.key);
+                Outcome::Loaded {
+                    rows,
+                    rejected_rows,
                 }
             }
         };
@@ -642,8 +672,9 @@ fn load(
                 object.key
             );
         }
-        record(engine, name, object, run_id, &outcome)?;
+        outcomes.push((object, outcome));
     }
+    record(engine, name, &outcomes, run_id)?;
     Ok(stats)
 }
 
@@ -657,29 +688,42 @@ enum Outcome {
 fn record(
     engine: &Engine,
     source: &str,
-    object: &ObjectInfo,
+    outcomes: &[(&ObjectInfo, Outcome)],
     run_id: &str,
-    outcome: &Outcome,
 ) -> Result<()> {
-    let (rows, rejected_rows, status, error) = match outcome {
-        Outcome::Loaded {
-            rows,
-            rejected_rows,
-        } => (*rows, *rejected_rows, "loaded", None),
-        Outcome::Empty => (0, 0, "empty", None),
-        Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str())),
-    };
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::new();
+    let mut rows_sql = Vec::new();
+    for (object, outcome) in outcomes {
+        let (rows, rejected_rows, status, error) = match outcome {
+            Outcome::Loaded {
+                rows,
+                rejected_rows,
+            } => (*rows, *rejected_rows, "loaded", None),
+            Outcome::Empty => (0, 0, "empty", None),
+            Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str())),
+        };
+        keys.push(literal(&object.key));
+        rows_sql.push(format!(
+            "({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error})",
+            s = literal(source),
+            k = literal(&object.key),
+            etag = literal(&object.etag),
+            size = object.size,
+            lm = literal(&object.last_modified),
+            run = literal(run_id),
+            status = literal(status),
+            error = error.map_or("null::varchar".to_string(), literal),
+        ));
+    }
     engine.execute(&format!(
-        "delete from etl.file_ledger where source = {s} and object_key = {k};
-         insert into etl.file_ledger values ({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error});",
+        "delete from etl.file_ledger where source = {s} and list_contains([{keys}], object_key);
+         insert into etl.file_ledger values {rows};",
         s = literal(source),
-        k = literal(&object.key),
-        etag = literal(&object.etag),
-        size = object.size,
-        lm = literal(&object.last_modified),
-        run = literal(run_id),
-        status = literal(status),
-        error = error.map_or("null".to_string(), literal),
+        keys = keys.join(", "),
+        rows = rows_sql.join(",\n"),
     ))
 }
 
@@ -741,10 +785,76 @@ fn best_layout<'f>(files: &'f FileSettings, actual: &[(String, String)]) -> Opti
         .map(|(_, l)| l)
 }
 
-/// Loads one staged object. The outer error is the engine's (it ends the run); the inner
-/// one says why the file is not one of this source's and is recorded as a rejection.
+/// How one staged object's records go into its raw table: found columns, drift recorded.
+struct Prepared {
+    table: String,
+    /// The staged file's columns and types: files alike in these are read together.
+    schema: String,
+    /// The raw table's columns, and the expression of the object's records giving each.
+    columns: String,
+    selects: String,
+    format: &'static str,
+    records: PathBuf,
+    rejects: Option<PathBuf>,
+    records_read: i64,
+}
+
+/// Inserts the prepared objects, those loaded the same way (same table, columns and
+/// expressions) in one statement; record numbers follow each file's order, which
+/// read_parquet keeps (file_row_number).
+fn insert_prepared(
+    engine: &Engine,
+    objects: &[StagedObject],
+    prepared: &[Option<std::result::Result<Prepared, String>>],
+    run_id: &str,
+) -> Result<()> {
+    type Key<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let mut groups: BTreeMap<Key<'_>, Vec<(&ObjectInfo, &Prepared)>> = BTreeMap::new();
+    for (staged, ready) in objects.iter().zip(prepared) {
+        if let Some(Ok(ready)) = ready {
+            groups
+                .entry((&ready.table, &ready.schema, &ready.columns, &ready.selects))
+                .or_default()
+                .push((&staged.object, ready));
+        }
+    }
+    for ((table, _, columns, selects), members) in groups {
+        let files: Vec<String> = members
+            .iter()
+            .map(|(_, p)| literal(&p.records.to_string_lossy()))
+            .collect();
+        let objects: Vec<String> = members
+            .iter()
+            .map(|(o, p)| {
+                format!(
+                    "({}, {}, {}, {}, {})",
+                    literal(&p.records.to_string_lossy()),
+                    literal(&o.key),
+                    literal(p.format),
+                    literal(&o.etag),
+                    literal(&o.last_modified)
+                )
+            })
+            .collect();
+        engine.execute(&format!(
+            "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {columns})
+             select o.object_key, file_row_number + 1, o.format, o.etag, try_cast(o.last_modified as timestamptz), {run}, now(), {selects}
+             from read_parquet([{files}], filename = '_etl_file', file_row_number = true, union_by_name = true) as r
+             join (values {objects}) as o(file, object_key, format, etag, last_modified)
+               on o.file = r._etl_file",
+            run = literal(run_id),
+            files = files.join(", "),
+            objects = objects.join(", "),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Prepares one staged object: its columns matched to the layout's, drift recorded. The
+/// outer error is the engine's (it ends the run); the inner one says why the file is not
+/// one of this source's and is recorded as a rejection.
 #[allow(clippy::too_many_arguments)]
-fn load_object(
+fn prepare_object(
     engine: &Engine,
     table: &str,
     source: &str,
@@ -754,7 +864,7 @@ fn load_object(
     records: &Path,
     rejects: Option<&Path>,
     run_id: &str,
-) -> Result<std::result::Result<(i64, i64), String>> {
+) -> Result<std::result::Result<Prepared, String>> {
     let data = format!("read_parquet({})", literal(&records.to_string_lossy()));
     // Match the file's columns to the expected ones (names compared without case).
     let actual = engine.columns_of(&format!("select * from {data}"))?;
@@ -837,35 +947,22 @@ fn load_object(
         }
     }
 
-    // Record numbers follow the file's order, which read_parquet keeps (file_row_number).
-    let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-    engine.execute(&format!(
-        "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {cols}, _extra)
-         select {k}, file_row_number + 1, {fmt}, {etag}, try_cast({lm} as timestamptz), {run}, now(), {sel}, {extra_json}
-         from read_parquet({file}, file_row_number = true)",
-        cols = columns.join(", "),
-        k = literal(&object.key),
-        fmt = literal(match format {
+    let mut raw_columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    raw_columns.push("_extra".into());
+    selects.push(extra_json);
+    Ok(Ok(Prepared {
+        table: table.to_string(),
+        schema: format!("{actual:?}"),
+        columns: raw_columns.join(", "),
+        selects: selects.join(", "),
+        format: match format {
             Format::Csv => "csv",
             Format::Json => "json",
-        }),
-        etag = literal(&object.etag),
-        lm = literal(&object.last_modified),
-        run = literal(run_id),
-        sel = selects.join(", "),
-        file = literal(&records.to_string_lossy()),
-    ))?;
-    let mut rejected = 0;
-    if let Some(rejects) = rejects {
-        let file = literal(&rejects.to_string_lossy());
-        engine.execute(&format!(
-            "insert into {table}_rejects select {k}, line, raw_line, error, {run} from read_parquet({file})",
-            k = literal(&object.key),
-            run = literal(run_id),
-        ))?;
-        rejected = engine.query_i64(&format!("select count(*) from read_parquet({file})"))?;
-    }
-    Ok(Ok((records_read, rejected)))
+        },
+        records: records.to_path_buf(),
+        rejects: rejects.map(Path::to_path_buf),
+        records_read,
+    }))
 }
 
 #[cfg(test)]
