@@ -63,11 +63,17 @@ select
             then etl_cluster_key(rows.npi, rows.source_id, links.npi)
         else rows.cluster_key
     end as cluster_key
-from staged.provider_rows as rows
+from (
+    -- (two semi joins, not one OR of two IN lists, which probes every staged row)
+    select * from staged.provider_rows
+    semi join temp.affected_clusters using (cluster_key)
+    union all
+    select * from staged.provider_rows
+    semi join temp.touched_source_ids using (source_id)
+    anti join temp.affected_clusters using (cluster_key)
+) as rows
 anti join temp.gone_rows using (source, source_ref, source_row)
-left join temp.links on links.source_id = rows.source_id
-where rows.cluster_key in (select cluster_key from temp.affected_clusters)
-   or rows.source_id in (select source_id from temp.touched_source_ids);
+left join temp.links on links.source_id = rows.source_id;
 
 create or replace temp table touched_rows as
 select source, source_ref, source_row from temp.gone_rows
