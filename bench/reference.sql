@@ -13,6 +13,8 @@ set extension_directory = '${EXTENSIONS}';
 load postgres;
 load httpfs;
 set memory_limit = '${MEMORY}';
+set temp_directory = '${OUT}/tmp';
+set preserve_insertion_order = false;
 
 attach '${PG_DSN}' as pg (type postgres, read_only);
 create secret bucket (

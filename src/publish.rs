@@ -1,5 +1,7 @@
 //! Publishing: the OMOP tables written as Parquet into a folder of their own per run,
-//! counted back from the files, then made current by swapping one symlink. A reader of
+//! counted back from the files, then made current by swapping one symlink. A table whose
+//! rows did not change since the current folder was published is not written again: the
+//! new folder holds a hard link to the same file. A reader of
 //! `omop/current/` sees one whole run or the one before, never a mix; a failed run leaves
 //! `current` where it was.
 
@@ -20,15 +22,30 @@ pub fn write(
     let dir = outputs.join("runs").join(run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut counts = Vec::new();
+    let current = current_run(outputs);
     for table in tables {
         let file = dir.join(format!("{table}.parquet"));
         let file_lit = literal(&file.to_string_lossy());
-        engine
-            .execute(&format!(
-                "copy (select * from omop.{table} order by 1) to {file_lit} \
-                 (format parquet, compression zstd, row_group_size 122880)"
-            ))
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        let previous = current
+            .as_ref()
+            .map(|(run, dir)| (run, dir.join(format!("{table}.parquet"))));
+        let linked = match previous {
+            Some((run, previous)) if previous.is_file() && unchanged_since(engine, table, run)? => {
+                // the same rows as the current folder's file: the file itself, linked
+                std::fs::hard_link(&previous, &file).is_ok()
+            }
+            _ => false,
+        };
+        if linked {
+            log::debug!("  {table}: unchanged since the current run, its file linked");
+        } else {
+            engine
+                .execute(&format!(
+                    "copy (select * from omop.{table} order by 1) to {file_lit} \
+                     (format parquet, compression zstd, row_group_size 122880)"
+                ))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
         let in_table = engine.query_i64(&format!("select count(*) from omop.{table}"))?;
         let in_file =
             engine.query_i64(&format!("select count(*) from read_parquet({file_lit})"))?;
@@ -41,6 +58,32 @@ pub fn write(
         counts.push((table.clone(), in_file));
     }
     Ok((dir, counts))
+}
+
+/// The run `<outputs>/current` points at, and its folder.
+fn current_run(outputs: &Path) -> Option<(String, PathBuf)> {
+    let target = std::fs::read_link(outputs.join("current")).ok()?;
+    let dir = outputs.join(&target);
+    let run = dir.file_name()?.to_string_lossy().to_string();
+    Some((run, dir))
+}
+
+/// Whether `omop.<table>` holds the rows it held when `run` published it: no version of
+/// a row began or ended after that run (its history, `omop.<table>_history`, says). A
+/// table without a history is never taken as unchanged.
+fn unchanged_since(engine: &Engine, table: &str, run: &str) -> Result<bool> {
+    let has_history = engine.query_i64(&format!(
+        "select count(*) from duckdb_tables() where schema_name = 'omop' and table_name = {}",
+        literal(&format!("{table}_history"))
+    ))? > 0;
+    if !has_history {
+        return Ok(false);
+    }
+    let newer = engine.query_i64(&format!(
+        "select count(*) from omop.{table}_history where valid_from > {run} or valid_to > {run}",
+        run = literal(run)
+    ))?;
+    Ok(newer == 0)
 }
 
 /// Points `<outputs>/current` at the run's folder (an atomic rename of a new symlink).

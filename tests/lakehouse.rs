@@ -1066,3 +1066,61 @@ fn old_output_folders_are_pruned_to_keep_outputs() {
         std::path::PathBuf::from(format!("runs/{}", runs[3]))
     );
 }
+
+/// The inode of a table's file in the current output folder.
+fn current_inode(t: &Tenant, table: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(t.lake().join(format!("omop/current/{table}.parquet")))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
+    let t = Tenant::with_sample("publish_link");
+    t.run_ok(&[]);
+    let (first_run, providers, sites) = (
+        current_target(&t),
+        current_inode(&t, "provider"),
+        current_inode(&t, "care_site"),
+    );
+    let before = outputs(&t);
+
+    // nothing new: a new folder, the same files
+    t.run_ok(&[]);
+    assert_ne!(current_target(&t), first_run);
+    assert_eq!(current_inode(&t, "provider"), providers);
+    assert_eq!(current_inode(&t, "care_site"), sites);
+    assert_eq!(outputs(&t), before);
+
+    // a provider changes: its table is written again, the care sites stay linked
+    t.pg()
+        .batch_execute(
+            "update provider set provider_name = 'Renamed Person', updated_at = now() \
+             where provider_id = 4",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_ne!(current_inode(&t, "provider"), providers);
+    assert_eq!(current_inode(&t, "care_site"), sites);
+    let (renamed, sites_after) = outputs(&t);
+    assert_eq!(sites_after, before.1);
+    assert_ne!(renamed, before.0);
+    assert_eq!(renamed.len(), before.0.len());
+
+    // a change transformed by a run that did not publish is still published by the next
+    let providers = current_inode(&t, "provider");
+    t.pg()
+        .batch_execute(
+            "update provider set provider_name = 'Renamed Again Person', \
+             specialty_source_value = 'Dermatology', updated_at = now() where provider_id = 4",
+        )
+        .unwrap();
+    t.run_ok(&["--until", "transform"]);
+    assert_eq!(current_inode(&t, "provider"), providers);
+    t.run_ok(&[]);
+    assert_ne!(current_inode(&t, "provider"), providers);
+    let in_lake = t.query("select * from omop.provider order by provider_id");
+    assert_eq!(t.published("provider"), in_lake);
+    assert_ne!(t.published("provider"), renamed);
+}

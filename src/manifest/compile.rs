@@ -203,18 +203,20 @@ pub(super) fn compile(
             }
             StepAction::Transform { models }
         } else if let Some(tables) = &step.publish {
+            let known = omop_tables(&sql_dir);
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
             let mut out = Vec::new();
             for table in tables.get_ref() {
                 let t = table.get_ref();
-                if !OMOP_TABLES.contains(&t.as_str()) {
+                if !known.contains(&t.as_str()) {
                     let mut p = Problem::new(
                         Some(table.span()),
                         format!(
                             "step `{name}` publishes unknown table `{t}`: expected one of {}",
-                            list_or_none(OMOP_TABLES)
+                            list_or_none(&known)
                         ),
                     );
-                    if let Some(near) = nearest(t, OMOP_TABLES.iter().copied()) {
+                    if let Some(near) = nearest(t, known.iter().copied()) {
                         p = p.help(format!("did you mean `{near}`?"));
                     }
                     problems.push(p);

@@ -18,7 +18,6 @@ use crate::retry::RetryPolicy;
 
 pub use problems::{ManifestError, Problem};
 pub use vars::{interpolate, VarError};
-pub use wire::OMOP_TABLES;
 
 use compile::compile;
 use extends::{extends, merge};
@@ -379,6 +378,35 @@ pub fn normalize(path: &Path) -> PathBuf {
     } else {
         out
     }
+}
+
+/// The OMOP tables a publish step may name: those the lake's DDL (`<sql>/ddl/*.sql`)
+/// creates in the schema `omop` (`create table if not exists omop.NAME`), sorted, but for
+/// etl's own history of each (`NAME_history`). A new OMOP table is its DDL and its model;
+/// no list in the code names them.
+pub fn omop_tables(sql_dir: &Path) -> Vec<String> {
+    let mut tables = Vec::new();
+    let files = std::fs::read_dir(sql_dir.join("ddl"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"));
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .to_lowercase();
+        for part in text.split("create table if not exists omop.").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !name.ends_with("_history") && !tables.contains(&name) {
+                tables.push(name);
+            }
+        }
+    }
+    tables.sort();
+    tables
 }
 
 fn is_identifier(s: &str) -> bool {

@@ -3,7 +3,8 @@ use std::collections::BTreeSet;
 use super::wire::ManifestWire;
 use super::*;
 
-/// A project folder with the layout a manifest expects: pipelines/, sql/models, vocab/.
+/// A project folder with the layout a manifest expects: pipelines/, sql/models, vocab/, and
+/// the project's own DDL (the OMOP tables a publish step may name).
 struct Project {
     dir: tempfile::TempDir,
 }
@@ -11,10 +12,12 @@ struct Project {
 impl Project {
     fn new() -> Project {
         let dir = tempfile::tempdir().unwrap();
-        for d in ["pipelines", "sql/models/staged", "vocab"] {
+        for d in ["pipelines", "sql/models/staged", "sql/ddl", "vocab"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         std::fs::write(dir.path().join("sql/models/staged/a.sql"), "select 1").unwrap();
+        let ddl = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/ddl/etl.sql");
+        std::fs::copy(ddl, dir.path().join("sql/ddl/etl.sql")).unwrap();
         Project { dir }
     }
 
@@ -485,4 +488,17 @@ fn each_kind_refuses_the_keys_of_the_others() {
         "{}",
         project.error(&text)
     );
+}
+
+#[test]
+fn the_omop_tables_are_those_the_ddl_creates() {
+    let project = Project::new();
+    let sql = project.dir.path().join("sql");
+    assert_eq!(omop_tables(&sql), ["care_site", "provider"]);
+    std::fs::write(
+        sql.join("ddl/person.sql"),
+        "CREATE TABLE IF NOT EXISTS omop.person (person_id integer);",
+    )
+    .unwrap();
+    assert!(omop_tables(&sql).contains(&"person".to_string()));
 }

@@ -135,6 +135,3 @@ pub(super) struct StepWire {
     pub(super) sql: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) publish: Option<Spanned<Vec<Spanned<String>>>>,
 }
-
-/// The OMOP tables the project's SQL builds and a publish step may name.
-pub const OMOP_TABLES: &[&str] = &["care_site", "provider"];
