@@ -3,7 +3,12 @@
 -- A row's batch: a hash of its source id (else its NPI, else its lineage), so that the rows
 -- of one provider mostly land in the same batch and a batch seldom recomputes providers an
 -- earlier batch wrote. (Any split gives the same result; this one is the cheapest.)
+create or replace macro etl_batch_of(source_id, npi_digits, source, source_ref, source_row) as
+    case
+        when getvariable('batches') = 1 then 0
+        else hash(coalesce(source_id, npi_digits, source || '/' || source_ref || '/' || source_row))
+            % getvariable('batches')
+    end;
+
 create or replace macro etl_in_batch(source_id, npi_digits, source, source_ref, source_row) as
-    getvariable('batches') = 1
-    or hash(coalesce(source_id, npi_digits, source || '/' || source_ref || '/' || source_row))
-        % getvariable('batches') = getvariable('batch');
+    etl_batch_of(source_id, npi_digits, source, source_ref, source_row) = getvariable('batch');

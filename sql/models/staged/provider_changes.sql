@@ -37,11 +37,19 @@ from stg.provider
 -- rows deleted at their source stay in raw with _deleted_at set; they are not loaded
 where _deleted_at is null;
 
+-- Every raw row loaded since the last transform, with its batch: computed once, by the
+-- first batch (a temporary table lasts for the run).
+create temp table if not exists changed_with_batch as
+select
+    *,
+    etl_batch_of(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
+                 source, source_ref, source_row) as _batch
+from temp.provider_source
+where _run_id > getvariable('since_run');
+
 create or replace temp table changed_source as
-select * from temp.provider_source
-where _run_id > getvariable('since_run')
-  and etl_in_batch(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
-                   source, source_ref, source_row);
+select * exclude (_batch) from temp.changed_with_batch
+where _batch = getvariable('batch');
 
 -- The cleansing, over whatever temp.changed_source holds when it is read.
 create or replace temp view provider_cleansed as
@@ -124,7 +132,7 @@ from temp.provider_cleansed
 limit 0;
 
 -- Rows whose care site resolves differently now (a site added, renamed or gone) are
--- computed again too.
+-- computed again too. (Not on a full recompute: every staged row is this transform's own.)
 insert into temp.changed_source
 select source_rows.*
 from temp.provider_source as source_rows
@@ -137,12 +145,14 @@ semi join (
         on by_name.name_key = rows.site_name_key
     where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
       and etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
+      and not getvariable('full_recompute')
 ) as resited using (source, source_ref, source_row)
 anti join temp.changed_source as changed using (source, source_ref, source_row);
 
 create or replace temp table new_rows as
 select * from temp.provider_cleansed;
 
+-- (On a full recompute none: the staged rows are this transform's own, of other batches.)
 create or replace temp table gone_rows as
 with
 
@@ -157,6 +167,7 @@ replaced_or_deleted as (
 select source, source_ref, source_row, source_id, cluster_key
 from staged.provider_rows
 semi join replaced_or_deleted using (source, source_ref, source_row)
+where not getvariable('full_recompute')
 union
 -- every row of an object read again: its rows as read now are all in temp.new_rows
 select rows.source, rows.source_ref, rows.source_row, rows.source_id, rows.cluster_key
@@ -165,4 +176,5 @@ semi join (
     select source, object_key as source_ref from etl.file_ledger
     where run_id > getvariable('since_run')
 ) as reread using (source, source_ref)
-where etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row);
+where etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
+  and not getvariable('full_recompute');
