@@ -107,8 +107,10 @@ fn changed_raw_rows(engine: &Engine, since_run: &str) -> Result<i64> {
     Ok(total)
 }
 
-/// A stable hash of everything the transform's result depends on besides the data.
-fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
+/// A stable hash of everything the transform's result depends on besides the data: etl's
+/// version, the sources' mappings and staging models, the macros, the models, the
+/// vocabularies.
+pub fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
     let mut files = sql_files(&manifest.sql_dir.join("macros"))?;
     files.extend(models.iter().cloned());
     files.extend(vocabulary_files(&manifest.vocab_dir)?);

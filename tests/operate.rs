@@ -590,3 +590,203 @@ fn hourly_and_cron_expressions_schedule_as_asked() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!crontab().contains(&ta) && !crontab().contains(&tb));
 }
+
+/// The tenant's metrics file, read by a parser of the Prometheus text format.
+fn metrics(t: &Tenant, tenant: &str) -> prometheus_parse::Scrape {
+    let file = t.lake().join(format!("metrics/etl_{tenant}.prom"));
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The value of the one sample of `name` whose labels include `labels` (and the tenant's).
+fn sample(
+    scrape: &prometheus_parse::Scrape,
+    tenant: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| s.labels.get("tenant") == Some(tenant))
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a gauge"),
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {:?}", scrape.samples);
+    found[0]
+}
+
+#[test]
+fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
+    let t = Tenant::with_sample("metrics");
+    t.run_ok(&[]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
+            .unwrap();
+    let tenant = summary["tenant"].as_str().unwrap().to_string();
+    let tenant = tenant.as_str();
+    let scrape = metrics(&t, tenant);
+    assert_eq!(sample(&scrape, tenant, "etl_last_run_success", &[]), 1.0);
+
+    // what the summary says, the metrics say
+    let fingerprint = summary["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16, "{summary}");
+    assert!(
+        fingerprint.chars().all(|c| c.is_ascii_hexdigit()),
+        "{summary}"
+    );
+    assert_eq!(summary["etl_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        sample(
+            &scrape,
+            tenant,
+            "etl_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("fingerprint", fingerprint)
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&scrape, tenant, "etl_last_run_duration_seconds", &[]),
+        summary["seconds"].as_f64().unwrap()
+    );
+    for step in summary["steps"].as_array().unwrap() {
+        let name = step["name"].as_str().unwrap();
+        assert_eq!(
+            sample(
+                &scrape,
+                tenant,
+                "etl_last_run_step_rows",
+                &[("step", name), ("status", "succeeded")]
+            ),
+            step["rows"].as_f64().unwrap(),
+            "{name}"
+        );
+    }
+    for r in summary["reconciliation"].as_array().unwrap() {
+        for stage in ["read", "loaded", "merged", "quarantined"] {
+            let labels = [
+                ("entity", r["entity"].as_str().unwrap()),
+                ("source", r["source"].as_str().unwrap()),
+                ("stage", stage),
+            ];
+            assert_eq!(
+                sample(&scrape, tenant, "etl_last_run_rows", &labels),
+                r[stage].as_f64().unwrap(),
+                "{labels:?}"
+            );
+        }
+    }
+
+    // the counts, as the lake has them
+    let quarantine =
+        t.query("select rule_id, count(*) from staged.quarantine group by 1 order by 1");
+    assert!(quarantine.len() >= 2, "{quarantine:?}");
+    for row in &quarantine {
+        let n: f64 = row[1].parse().unwrap();
+        assert_eq!(
+            sample(
+                &scrape,
+                tenant,
+                "etl_quarantined_rows",
+                &[("rule", &row[0])]
+            ),
+            n
+        );
+        assert_eq!(
+            summary["counts"]["quarantine"][&row[0]].as_f64().unwrap(),
+            n
+        );
+    }
+    let flags = t.query("select flag, count(*) from staged.dq_flags group by 1 order by 1");
+    assert!(flags.len() >= 5, "{flags:?}");
+    for row in &flags {
+        let n: f64 = row[1].parse().unwrap();
+        assert_eq!(
+            sample(&scrape, tenant, "etl_flags", &[("flag", &row[0])]),
+            n
+        );
+        assert_eq!(summary["counts"]["flags"][&row[0]].as_f64().unwrap(), n);
+    }
+    assert_eq!(
+        summary["counts"]["flags"].as_object().unwrap().len(),
+        flags.len()
+    );
+    let unmapped = t.query(
+        "select count(*) from staged.dq_flags \
+         where flag in ('specialty_unmapped', 'place_of_service_unmapped')",
+    );
+    let unmapped: f64 = unmapped[0][0].parse().unwrap();
+    assert!(unmapped > 0.0);
+    assert_eq!(
+        sample(&scrape, tenant, "etl_unmapped_values", &[]),
+        unmapped
+    );
+    assert_eq!(
+        summary["counts"]["unmapped_values"].as_f64().unwrap(),
+        unmapped
+    );
+    let drift = t.query("select count(*) from etl.schema_drift");
+    assert_eq!(
+        sample(&scrape, tenant, "etl_last_run_schema_drift", &[]),
+        drift[0][0].parse::<f64>().unwrap()
+    );
+    let succeeded_at = sample(&scrape, tenant, "etl_last_success_timestamp_seconds", &[]);
+    let ended_at = sample(&scrape, tenant, "etl_last_run_timestamp_seconds", &[]);
+    assert!(
+        succeeded_at <= ended_at && ended_at - succeeded_at < 60.0,
+        "{succeeded_at} {ended_at}"
+    );
+
+    // a failed night: the status says so, the last success stays where it was
+    t.break_postgres(Some(1));
+    let out = t.run(&[]);
+    assert!(!out.status.success());
+    let scrape = metrics(&t, tenant);
+    assert_eq!(sample(&scrape, tenant, "etl_last_run_success", &[]), 0.0);
+    assert_eq!(
+        sample(&scrape, tenant, "etl_last_success_timestamp_seconds", &[]),
+        succeeded_at
+    );
+    assert!(sample(&scrape, tenant, "etl_last_run_timestamp_seconds", &[]) > ended_at);
+    let failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
+            .unwrap();
+    assert_eq!(failed["status"], "failed");
+    let steps = failed["steps"].as_array().unwrap();
+    assert_eq!(
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "etl_last_run_step_rows")
+            .count(),
+        steps.len()
+    );
+    for step in steps {
+        let (name, status) = (
+            step["name"].as_str().unwrap(),
+            step["status"].as_str().unwrap(),
+        );
+        assert_eq!(
+            sample(
+                &scrape,
+                tenant,
+                "etl_last_run_step_rows",
+                &[("step", name), ("status", status)]
+            ),
+            step["rows"].as_f64().unwrap()
+        );
+    }
+    assert_eq!(
+        failed["counts"], summary["counts"],
+        "the last good state, counted"
+    );
+}

@@ -92,6 +92,10 @@ pub(super) fn compile(
         false,
         problems,
     );
+    let metrics_dir = match &wire.paths.metrics {
+        Some(_) => dir(&wire.paths.metrics, "", "paths.metrics", false, problems),
+        None => lake_dir.join("metrics"),
+    };
 
     let engine = EngineSettings {
         memory_limit: wire
@@ -312,6 +316,7 @@ pub(super) fn compile(
         sql_dir,
         vocab_dir,
         lake_dir,
+        metrics_dir,
         outputs_group,
         engine,
         sources,

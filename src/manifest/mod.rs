@@ -34,6 +34,8 @@ pub struct Manifest {
     pub sql_dir: PathBuf,
     pub vocab_dir: PathBuf,
     pub lake_dir: PathBuf,
+    /// Where each run writes the tenant's metrics file (`etl_<tenant>.prom`).
+    pub metrics_dir: PathBuf,
     /// The group the published outputs are opened to (read-only); None: owner-only.
     pub outputs_group: Option<crate::privacy::Group>,
     pub engine: EngineSettings,

@@ -37,6 +37,7 @@ pub(super) struct PathsWire {
     pub(super) vocab: Option<Spanned<String>>,
     pub(super) lake: Option<Spanned<String>>,
     pub(super) outputs_group: Option<Spanned<String>>,
+    pub(super) metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -82,3 +82,71 @@ pub fn read_reconciliation(engine: &Engine, run_id: &str) -> Result<Vec<Reconcil
         })
         .collect())
 }
+
+/// What the lake holds now that a central team watches, counted without a value of any row:
+/// findings by kind (the unmapped values among them), quarantined rows by rule, and the
+/// schema drift a run recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub flags: Vec<(String, i64)>,
+    pub quarantine: Vec<(String, i64)>,
+    pub unmapped: i64,
+    pub drift: i64,
+}
+
+/// The flags whose values no vocabulary line maps.
+const UNMAPPED_FLAGS: &[&str] = &["specialty_unmapped", "place_of_service_unmapped"];
+
+/// Counts the lake as it is (after the run's commit, or after its rollback: the last good
+/// state); `drift` counts what `run_id` recorded.
+pub fn read_counts(engine: &Engine, run_id: &str) -> Result<Counts> {
+    let exists = |table: &str| -> Result<bool> {
+        Ok(engine.query_i64(&format!(
+            "select count(*) from duckdb_tables() where schema_name = 'staged' and table_name = {}",
+            literal(table)
+        ))? > 0)
+    };
+    let grouped = |sql: &str| -> Result<Vec<(String, i64)>> {
+        Ok(engine
+            .query_strings(sql)?
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Some(name), Some(n)] => Some((name.clone(), n.parse().unwrap_or(0))),
+                _ => None,
+            })
+            .collect())
+    };
+    let mut counts = Counts::default();
+    if exists("dq_flags")? {
+        counts.flags = grouped(
+            "select flag, count(*)::varchar from staged.dq_flags group by flag order by flag",
+        )?;
+        counts.unmapped = counts
+            .flags
+            .iter()
+            .filter(|(flag, _)| UNMAPPED_FLAGS.contains(&flag.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+    }
+    if exists("quarantine")? {
+        counts.quarantine = grouped(
+            "select rule_id, count(*)::varchar from staged.quarantine group by rule_id order by rule_id",
+        )?;
+    }
+    counts.drift = engine.query_i64(&format!(
+        "select count(*) from etl.schema_drift where run_id = {}",
+        literal(run_id)
+    ))?;
+    Ok(counts)
+}
+
+/// When the tenant's last successful run finished (seconds since the epoch), if any.
+pub fn last_success(engine: &Engine) -> Result<Option<f64>> {
+    let rows = engine.query_strings(
+        "select epoch(max(finished_at))::varchar from etl.runs where status = 'succeeded'",
+    )?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|s| s.parse().ok()))
+}

@@ -5,6 +5,7 @@
 
 mod history;
 mod lock;
+pub mod metrics;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use crate::retry;
 use crate::sources;
 use crate::transform;
 
-pub use history::Reconciliation;
+pub use history::{Counts, Reconciliation};
 pub use lock::{lock, RunLock};
 
 /// Which steps to run, and how.
@@ -72,6 +73,43 @@ pub struct RunReport {
     pub outputs: Vec<(String, i64, PathBuf)>,
     pub reconciliation: Vec<Reconciliation>,
     pub seconds: f64,
+}
+
+/// The fingerprint of what the manifest's transform step depends on besides the data (the
+/// SQL, the mappings, the vocabularies); None without a transform step or when a file
+/// cannot be read.
+fn transform_fingerprint(manifest: &Manifest) -> Option<String> {
+    manifest.steps.iter().find_map(|step| match &step.action {
+        crate::manifest::StepAction::Transform { models } => {
+            crate::transform::fingerprint(manifest, models).ok()
+        }
+        _ => None,
+    })
+}
+
+/// Writes the tenant's metrics file; a failure to write it is a warning, never the run's.
+fn write_metrics(
+    manifest: &Manifest,
+    report: &RunReport,
+    succeeded: bool,
+    last_success: Option<f64>,
+    counts: Option<&Counts>,
+    fingerprint: Option<&str>,
+) {
+    let finished = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let snapshot = metrics::Snapshot {
+        report,
+        succeeded,
+        finished: (finished * 1000.0).round() / 1000.0,
+        last_success,
+        counts,
+        fingerprint,
+    };
+    if let Err(e) = metrics::write(manifest, &snapshot) {
+        log::warn!("cannot write the metrics file: {e:#}");
+    }
 }
 
 /// Picks the steps to run, in manifest order.
@@ -203,6 +241,8 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 &results,
             )?;
             log::info!("run {run_id} succeeded in {seconds:.2}s");
+            let counts = history::read_counts(&engine, &run_id)?;
+            let last_success = history::last_success(&engine)?;
             let report = RunReport {
                 tenant: manifest.tenant.clone(),
                 run_id,
@@ -211,7 +251,23 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 reconciliation,
                 seconds,
             };
-            summary::write(manifest, &report, "succeeded", None)?;
+            let fingerprint = transform_fingerprint(manifest);
+            summary::write(
+                manifest,
+                &report,
+                "succeeded",
+                None,
+                Some(&counts),
+                fingerprint.as_deref(),
+            )?;
+            write_metrics(
+                manifest,
+                &report,
+                true,
+                last_success,
+                Some(&counts),
+                fingerprint.as_deref(),
+            );
             Ok(report)
         }
         Err(err) => {
@@ -229,9 +285,28 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 reconciliation: Vec::new(),
                 seconds,
             };
-            if let Err(e) = summary::write(manifest, &report, "failed", Some(&message)) {
+            // the lake as the last good run left it
+            let counts = history::read_counts(&engine, &run_id).ok();
+            let last_success = history::last_success(&engine).ok().flatten();
+            let fingerprint = transform_fingerprint(manifest);
+            if let Err(e) = summary::write(
+                manifest,
+                &report,
+                "failed",
+                Some(&message),
+                counts.as_ref(),
+                fingerprint.as_deref(),
+            ) {
                 log::warn!("cannot write the run summary: {e:#}");
             }
+            write_metrics(
+                manifest,
+                &report,
+                false,
+                last_success,
+                counts.as_ref(),
+                fingerprint.as_deref(),
+            );
             // the reason goes to the tenant's log too: a cron night is read there
             log::error!(
                 "run {run_id} failed after {seconds:.2}s; the last good outputs are unchanged: {message}"

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use super::RunReport;
+use super::{Counts, RunReport};
 use crate::manifest::Manifest;
 
 /// Writes the run's summary for monitoring: `lake/<tenant>/runs/<run id>.json`, and the
@@ -13,10 +13,20 @@ pub fn write(
     report: &RunReport,
     status: &str,
     error: Option<&str>,
+    counts: Option<&Counts>,
+    fingerprint: Option<&str>,
 ) -> Result<()> {
+    let by = |items: &[(String, i64)]| -> serde_json::Map<String, serde_json::Value> {
+        items
+            .iter()
+            .map(|(k, n)| (k.clone(), serde_json::json!(n)))
+            .collect()
+    };
     let summary = serde_json::json!({
         "tenant": report.tenant,
         "run_id": report.run_id,
+        "etl_version": env!("CARGO_PKG_VERSION"),
+        "fingerprint": fingerprint,
         "status": status,
         "seconds": (report.seconds * 1000.0).round() / 1000.0,
         "error": error,
@@ -30,6 +40,13 @@ pub fn write(
             "entity": r.entity, "source": r.source, "read": r.read, "loaded": r.loaded,
             "merged": r.merged, "quarantined": r.quarantined,
         })).collect::<Vec<_>>(),
+        // the lake after the run (the last good state when it failed): counts, no values
+        "counts": counts.map(|c| serde_json::json!({
+            "flags": by(&c.flags),
+            "quarantine": by(&c.quarantine),
+            "unmapped_values": c.unmapped,
+            "schema_drift": c.drift,
+        })),
         "outputs": report.outputs.iter().map(|(table, rows, file)| serde_json::json!({
             "table": table, "rows": rows, "file": file.display().to_string(),
         })).collect::<Vec<_>>(),
