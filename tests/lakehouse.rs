@@ -943,7 +943,12 @@ fn remembered(t: &Tenant) -> Vec<Vec<Vec<String>>> {
 /// A failure inside the run's transaction (`break_it`) rolls everything back: nothing is
 /// published, nothing the lake remembers moves, the run is recorded as failed; once mended,
 /// the next run ends where a run that never failed does.
-fn fails_inside_the_transaction(label: &str, break_it: impl Fn(&std::path::Path), expected: &str) {
+fn fails_inside_the_transaction(
+    label: &str,
+    break_it: impl Fn(&std::path::Path),
+    expected: &str,
+    class: &str,
+) {
     let t = Tenant::with_sample(label);
     let twin = Tenant::with_sample(&format!("{label}_twin"));
     let sql = t.dir.path().join("sql");
@@ -975,6 +980,10 @@ fn fails_inside_the_transaction(label: &str, break_it: impl Fn(&std::path::Path)
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(expected), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["error_class"], class, "{summary}");
     assert_eq!(current_target(&t), current);
     assert_eq!(
         std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap(),
@@ -1019,6 +1028,7 @@ fn a_failing_check_rolls_the_whole_run_back() {
             .unwrap()
         },
         "zz_planted.sql: planted problem: this check always fails",
+        "check",
     );
 }
 
@@ -1033,6 +1043,7 @@ fn an_sql_error_in_a_model_rolls_the_whole_run_back() {
             std::fs::write(model, text).unwrap();
         },
         "no_such_table",
+        "transform",
     );
 }
 

@@ -622,3 +622,57 @@ fn a_staging_model_file_can_join_before_the_mapping() {
         stderr(&out)
     );
 }
+
+/// A failed run's summary and metrics leave the machine: they say what failed, by class,
+/// and never quote the input; the tenant's own log keeps the whole text.
+#[test]
+fn a_failed_run_summary_names_the_failure_without_quoting_the_input() {
+    let t = Tenant::with_sample("noinput");
+    t.write_manifest(|m| {
+        swap(
+            m,
+            "prefix = \"providers/\"",
+            "prefix = \"providers/\"\non_bad_file = \"fail\"",
+        )
+    });
+    const MARKER: &str = "Zq7Marker Jane";
+    // a file without its header: its first row (a person) is read as the header
+    t.put(
+        "providers/2026-11-29/no-header.csv",
+        format!("{MARKER},1234567893,Cardiology\nJohn Roe,1234567893,Cardiology\n").as_bytes(),
+    );
+    let out = t.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = std::fs::read_to_string(t.lake().join("logs/etl.log")).unwrap();
+    assert!(
+        log.contains(MARKER),
+        "the local log keeps the whole text: {log}"
+    );
+
+    let summary_text = std::fs::read_to_string(t.lake().join("last-run.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&summary_text).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["error_class"], "extract");
+    let error = summary["error"].as_str().unwrap();
+    assert!(
+        error.contains("bad file") && error.contains("providers/2026-11-29/no-header.csv"),
+        "{error}"
+    );
+    let mut leaving = vec![t.lake().join("last-run.json")];
+    for dir in ["runs", "metrics"] {
+        for entry in std::fs::read_dir(t.lake().join(dir)).unwrap() {
+            leaving.push(entry.unwrap().path());
+        }
+    }
+    assert!(leaving.len() >= 3, "{leaving:?}");
+    for file in leaving {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for fragment in [MARKER, "Zq7Marker", "1234567893"] {
+            assert!(
+                !text.contains(fragment),
+                "{} quotes the input ({fragment}):\n{text}",
+                file.display()
+            );
+        }
+    }
+}

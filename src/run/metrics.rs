@@ -213,7 +213,13 @@ mod tests {
         assert_eq!(label(r#"a "b" \c"#), r#"a \"b\" \\c"#);
         assert_eq!(label("two\nlines"), "two\\nlines");
         let mut out = String::new();
-        family(&mut out, "t", "m", "Help.", &[(vec![("k", "say \"hi\"".into())], 2.0)]);
+        family(
+            &mut out,
+            "t",
+            "m",
+            "Help.",
+            &[(vec![("k", "say \"hi\"".into())], 2.0)],
+        );
         assert_eq!(
             out,
             "# HELP m Help.\n# TYPE m gauge\nm{tenant=\"t\",k=\"say \\\"hi\\\"\"} 2\n"

@@ -87,6 +87,34 @@ fn transform_fingerprint(manifest: &Manifest) -> Option<String> {
     })
 }
 
+/// What kind of failure a run had, for monitoring: `manifest` (the manifest or its mapping
+/// to the sources), `extract` (a source could not be read or loaded), `transform` (a model
+/// failed), `check` (the outputs failed their checks), `publish`, or `run` (anything else:
+/// the lock, the lake).
+fn error_class(manifest: &Manifest, err: &anyhow::Error, steps: &[StepResult]) -> &'static str {
+    use crate::manifest::StepAction;
+    if err
+        .downcast_ref::<crate::manifest::ManifestError>()
+        .is_some()
+    {
+        return "manifest";
+    }
+    let text = format!("{err:#}");
+    let failed = steps
+        .iter()
+        .rev()
+        .find(|s| s.status == "failed")
+        .and_then(|s| manifest.steps.iter().find(|m| m.name == s.name));
+    match failed.map(|s| &s.action) {
+        Some(StepAction::Extract { .. }) => "extract",
+        Some(StepAction::Transform { .. }) if text.contains("fail their checks") => "check",
+        Some(StepAction::Transform { .. }) => "transform",
+        Some(StepAction::Publish { .. }) => "publish",
+        None if text.contains("source(s) failed") => "extract",
+        None => "run",
+    }
+}
+
 /// Writes the tenant's metrics file; a failure to write it is a warning, never the run's.
 fn write_metrics(
     manifest: &Manifest,
@@ -285,6 +313,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 reconciliation: Vec::new(),
                 seconds,
             };
+            let class = error_class(manifest, &err, &report.steps);
             // the lake as the last good run left it
             let counts = history::read_counts(&engine, &run_id).ok();
             let last_success = history::last_success(&engine).ok().flatten();
@@ -293,7 +322,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 manifest,
                 &report,
                 "failed",
-                Some(&message),
+                Some((class, &message)),
                 counts.as_ref(),
                 fingerprint.as_deref(),
             ) {

@@ -12,7 +12,7 @@ pub fn write(
     manifest: &Manifest,
     report: &RunReport,
     status: &str,
-    error: Option<&str>,
+    error: Option<(&str, &str)>,
     counts: Option<&Counts>,
     fingerprint: Option<&str>,
 ) -> Result<()> {
@@ -29,7 +29,9 @@ pub fn write(
         "fingerprint": fingerprint,
         "status": status,
         "seconds": (report.seconds * 1000.0).round() / 1000.0,
-        "error": error,
+        // what failed, never a value of the input (the whole text is in the tenant's log)
+        "error_class": error.map(|(class, _)| class),
+        "error": error.map(|(_, text)| without_input(text)),
         "steps": report.steps.iter().map(|s| serde_json::json!({
                         "name": s.name, "status": s.status, "rows": s.rows,
             "seconds": (s.seconds * 1000.0).round() / 1000.0,
@@ -59,4 +61,77 @@ pub fn write(
     std::fs::write(&tmp, &text)?;
     std::fs::rename(&tmp, manifest.lake_dir.join("last-run.json"))?;
     Ok(())
+}
+
+/// An error's text with nothing of the input in it, for what leaves the machine: every
+/// quoted part ('…' or "…", where readers and etl quote values, headers and lines) is
+/// replaced by `…`, and lines a reader uses to quote the offending input ("Original Line:")
+/// are dropped. What etl says in its own words (the step, the source, the file, the rule)
+/// stays.
+pub fn without_input(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("Original Line") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let mut quote: Option<char> = None;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            // a quote inside a word (O'Brien) does not close one
+            let closes = chars.peek().is_none_or(|n| !n.is_alphanumeric());
+            match quote {
+                Some(q) if c == q && closes => {
+                    out.push(c);
+                    quote = None;
+                }
+                Some(_) => {}
+                None if c == '\'' || c == '"' => {
+                    out.push(c);
+                    out.push('…');
+                    quote = Some(c);
+                }
+                None => out.push(c),
+            }
+        }
+        if let Some(q) = quote {
+            // an unclosed quote: the rest of the line was quoted
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_input;
+
+    #[test]
+    fn an_error_leaving_the_machine_quotes_no_input() {
+        assert_eq!(
+            without_input(
+                "step `extract_files` failed: bad file s3://b/k.csv: none of the expected columns \
+                 is in the file (found [\"Jane Doe\", \"1234567893\"], expected [\"NPI\"])"
+            ),
+            "step `extract_files` failed: bad file s3://b/k.csv: none of the expected columns \
+             is in the file (found [\"…\", \"…\"], expected [\"…\"])"
+        );
+        assert_eq!(
+            without_input(
+                "Invalid Input Error: CSV Error on Line: 3\nOriginal Line: Jane,Doe,123\n\
+                 Expected Number of Columns: 8 Found: 9"
+            ),
+            "Invalid Input Error: CSV Error on Line: 3\nExpected Number of Columns: 8 Found: 9"
+        );
+        assert_eq!(
+            without_input("Could not convert string 'O'Brien' to INT32"),
+            "Could not convert string '…' to INT32"
+        );
+        assert_eq!(
+            without_input("password authentication failed for user \"etl\""),
+            "password authentication failed for user \"…\""
+        );
+    }
 }
