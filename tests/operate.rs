@@ -790,3 +790,27 @@ fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
         "the last good state, counted"
     );
 }
+
+/// `etl runs M | head`: a reader that stops early ends a report quietly, never with a panic.
+#[test]
+fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
+    let t = Tenant::with_sample("pipe");
+    t.run_ok(&[]);
+    let m = t.manifest_arg();
+    for args in [vec!["runs", m.as_str()], vec!["plan", m.as_str()]] {
+        let mut child = t
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // the reader is gone before the report writes its first line
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
+    }
+}
