@@ -6,7 +6,9 @@ fn main() {
     let cli = etl::cli::Cli::parse();
     if !matches!(
         cli.command,
-        etl::cli::Command::Run(_) | etl::cli::Command::Schedule(_) | etl::cli::Command::State { .. }
+        etl::cli::Command::Run(_)
+            | etl::cli::Command::Schedule(_)
+            | etl::cli::Command::State { .. }
     ) {
         // A command that only reports ends quietly when its reader does (`etl runs M | head`),
         // as other Unix tools do, instead of failing on a closed pipe. Commands that change

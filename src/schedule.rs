@@ -220,11 +220,31 @@ pub fn install(manifests: &[Manifest], when: &When, etl: &Path) -> Result<String
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    for (i, m) in manifests.iter().enumerate() {
-        text.push_str(&block(m, when, i as u32, etl)?);
+    // Staggered against every tenant already scheduled, not only those of this call: each
+    // tenant takes the first slot at which no other etl entry starts.
+    let mut taken = start_times(&text);
+    let staggered = when.fields(0) != when.fields(1);
+    let mut next = 0;
+    for m in manifests {
+        let mut slot = next;
+        while staggered && taken.contains(&when.fields(slot)) && slot < next + 24 * 60 {
+            slot += 1;
+        }
+        taken.push(when.fields(slot));
+        text.push_str(&block(m, when, slot, etl)?);
+        next = slot + 1;
     }
     write(&text)?;
     Ok(text)
+}
+
+/// When each etl entry of a crontab text starts: its five time fields.
+fn start_times(crontab: &str) -> Vec<String> {
+    blocks(crontab)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().take(5).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// Removes the blocks of these tenants (all etl blocks when `tenants` is None).

@@ -814,3 +814,46 @@ fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
     }
 }
+
+/// Tenants scheduled one call at a time are staggered against those already scheduled.
+#[test]
+fn tenants_scheduled_separately_are_staggered_too() {
+    let _guard = common::CrontabGuard::save();
+    let a = Tenant::new("cron_sep_a");
+    let b = Tenant::new("cron_sep_b");
+    let c = Tenant::new("cron_sep_c");
+    let (ma, mb, mc) = (a.manifest_arg(), b.manifest_arg(), c.manifest_arg());
+    let timing = |t: &Tenant| {
+        let text = crontab();
+        let tenant = t.name.replace('_', "-");
+        let block = text
+            .split(&format!("# BEGIN etl tenant={tenant}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no block for {tenant}: {text}"))
+            .to_string();
+        let entry = block.lines().nth(1).unwrap().to_string();
+        entry.splitn(6, ' ').take(5).collect::<Vec<_>>().join(" ")
+    };
+    let schedule = |args: &[&str]| {
+        let mut all = vec!["schedule", "--daily", "--at", "01:30"];
+        all.extend_from_slice(args);
+        let out = a.etl(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    schedule(&[&ma]);
+    schedule(&[&mb]);
+    assert_eq!(timing(&a), "30 1 * * *");
+    assert_eq!(timing(&b), "35 1 * * *", "not at acme's minute");
+    // scheduled again, a tenant keeps a free slot; a third takes the next free one
+    schedule(&[&ma]);
+    assert_eq!(timing(&a), "30 1 * * *");
+    schedule(&[&mc]);
+    assert_eq!(timing(&c), "40 1 * * *");
+    // a slot freed by a removal is taken again
+    let out = a.etl(&["schedule", "--remove", &mb]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    schedule(&[&mb]);
+    assert_eq!(timing(&b), "35 1 * * *");
+    let out = a.etl(&["schedule", "--remove", &ma, &mb, &mc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

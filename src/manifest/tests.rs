@@ -277,6 +277,41 @@ fn the_sample_manifest_parses() {
     );
 }
 
+/// One port setting moves the services, the seeder and the sample manifests together.
+#[test]
+fn the_sample_manifests_follow_the_services_port_settings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = |name: &str| match name {
+        "ETL_PG_PORT" => Some("55001".to_string()),
+        "ETL_S3_PORT" => Some("9444".to_string()),
+        _ => None,
+    };
+    for (file, s3) in [("acme.toml", true), ("beta.toml", false)] {
+        let m = Manifest::load_with(&root.join("pipelines").join(file), env).unwrap();
+        for source in &m.sources {
+            match &source.kind {
+                SourceKind::Postgres(pg) => assert_eq!(pg.port, 55001, "{file}"),
+                SourceKind::S3(bucket) => {
+                    assert!(s3, "{file}");
+                    assert_eq!(bucket.endpoint, "127.0.0.1:9444", "{file}");
+                }
+                SourceKind::Folder(_) => {}
+            }
+        }
+        // the tenant's own setting still wins
+        let own = |name: &str| match name {
+            "ACME_PG_PORT" | "BETA_PG_PORT" => Some("55002".to_string()),
+            other => env(other),
+        };
+        let m = Manifest::load_with(&root.join("pipelines").join(file), own).unwrap();
+        let pg = m.sources.iter().find_map(|s| match &s.kind {
+            SourceKind::Postgres(pg) => Some(pg.port),
+            _ => None,
+        });
+        assert_eq!(pg, Some(55002), "{file}");
+    }
+}
+
 #[test]
 fn a_tenant_extends_a_shared_base_key_by_key() {
     let project = Project::new();

@@ -16,6 +16,10 @@ pub fn interpolate(
     input: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, VarError> {
+    resolve(input, &lookup)
+}
+
+fn resolve(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, VarError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -31,7 +35,22 @@ pub fn interpolate(
             rest = after;
             continue;
         };
-        let Some(end) = body_start.find('}') else {
+        // the `}` that closes this reference: a default may hold references of its own
+        let mut depth = 0;
+        let mut end = None;
+        let bytes = body_start.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            match b {
+                b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+                b'}' if depth == 0 => {
+                    end = Some(i);
+                    break;
+                }
+                b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
             return Err(VarError::Syntax(format!(
                 "`${{` without a closing `}}` in {input:?}"
             )));
@@ -51,7 +70,8 @@ pub fn interpolate(
         }
         match (lookup(name), default) {
             (Some(value), _) if !(value.is_empty() && default.is_some()) => out.push_str(&value),
-            (_, Some(default)) => out.push_str(default),
+            // a default is resolved in turn: `${ACME_PG_PORT:-${ETL_PG_PORT:-54329}}`
+            (_, Some(default)) => out.push_str(&resolve(default, lookup)?),
             (_, None) => return Err(VarError::Unset(name.to_string())),
         }
         rest = &body_start[end + 1..];
@@ -81,6 +101,19 @@ mod tests {
             "db.internal:1"
         );
         assert_eq!(interpolate("${EMPTY:-fallback}", env).unwrap(), "fallback");
+        // a default may name another variable, with a default of its own
+        assert_eq!(
+            interpolate("${PORT:-${HOST:-x}}", env).unwrap(),
+            "db.internal"
+        );
+        assert_eq!(
+            interpolate("${PORT:-${NOPE:-54329}}/db", env).unwrap(),
+            "54329/db"
+        );
+        assert_eq!(
+            interpolate("${PORT:-${NOPE}}", env),
+            Err(VarError::Unset("NOPE".into()))
+        );
         assert_eq!(
             interpolate("plain $5 and $$HOME", env).unwrap(),
             "plain $5 and $HOME"
