@@ -12,6 +12,7 @@ pub mod publish;
 pub mod retry;
 pub mod run;
 pub mod schedule;
+pub mod schema;
 pub mod sources;
 pub mod staging;
 pub mod state;
@@ -22,6 +23,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<manifest::ManifestError>().is_some()
         || err.downcast_ref::<run::UsageError>().is_some()
         || err.downcast_ref::<privacy::ExposedSecrets>().is_some()
+        || err.downcast_ref::<schema::LakeTooNew>().is_some()
     {
         2
     } else {

@@ -1135,3 +1135,96 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     assert_eq!(t.published("provider"), in_lake);
     assert_ne!(t.published("provider"), renamed);
 }
+
+/// Opens a tenant's lake file directly, as an operator (or an older release) would.
+fn lake_connection(t: &Tenant) -> duckdb::Connection {
+    duckdb::Connection::open(t.lake().join("lake.duckdb")).unwrap()
+}
+
+/// A lake as the previous release left it (schema 1: no recorded version, `etl.runs`
+/// without the release and fingerprint of each run) is brought up to date by the next
+/// run, every row and id intact, and decides what a lake that was never old decides.
+#[test]
+fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
+    let t = Tenant::with_sample("migrate");
+    let twin = Tenant::with_sample("migrate_twin");
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    lake_connection(&t)
+        .execute_batch(
+            "drop table etl.schema_version;
+             alter table etl.runs drop column etl_version;
+             alter table etl.runs drop column fingerprint;",
+        )
+        .unwrap();
+    let keys = t.query("select * from etl.provider_keys order by all");
+    let sites = t.query("select * from etl.care_site_keys order by all");
+    let runs = t.query("select run_id, status, steps from etl.runs order by run_id");
+    let history = t.query("select * from omop.provider_history order by all");
+    assert!(keys.len() > 5 && history.len() > 5);
+
+    change_sources(&t);
+    change_sources(&twin);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("lake schema: migrating to version 2"), "{log}");
+    twin.run_ok(&[]);
+
+    assert_eq!(
+        t.query("select version from etl.schema_version"),
+        table("2")
+    );
+    // every key and version of before is still there, unchanged
+    let keys_now = t.query("select * from etl.provider_keys order by all");
+    assert!(
+        keys.iter().all(|k| keys_now.contains(k)),
+        "{keys:?}\n{keys_now:?}"
+    );
+    let sites_now = t.query("select * from etl.care_site_keys order by all");
+    assert!(sites.iter().all(|k| sites_now.contains(k)));
+    let runs_now = t.query("select run_id, status, steps from etl.runs order by run_id");
+    assert_eq!(runs_now[..runs.len()], runs[..]);
+    let history_now = t.query("select * from omop.provider_history order by all");
+    assert!(history
+        .iter()
+        .all(|h| history_now.contains(h) || h[1] == common::NULL));
+    // the runs of the old release have no release recorded; the new one has
+    assert_eq!(
+        t.query("select count(*) from etl.runs where etl_version is null"),
+        table(&runs.len().to_string())
+    );
+    assert_eq!(
+        t.query(&format!(
+            "select etl_version, length(fingerprint) from etl.runs where run_id > '{}'",
+            runs.last().unwrap()[0]
+        )),
+        table(&format!("{} | 16", env!("CARGO_PKG_VERSION")))
+    );
+    same_decisions(&decisions(&twin), &decisions(&t), "migrated lake");
+}
+
+/// A lake written by a newer release than this one is refused, exit 2, and left as it was.
+#[test]
+fn a_lake_newer_than_this_etl_is_refused_and_left_untouched() {
+    let t = Tenant::with_sample("newer");
+    t.run_ok(&[]);
+    lake_connection(&t)
+        .execute_batch("insert into etl.schema_version values (99, now())")
+        .unwrap();
+    let file = t.lake().join("lake.duckdb");
+    let before = std::fs::read(&file).unwrap();
+    let m = t.manifest_arg();
+    for args in [vec!["run", m.as_str()], vec!["runs", m.as_str()]] {
+        let out = t.etl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out)
+                .contains("the lake has schema version 99, newer than the 2 this etl knows"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "the lake file changed"
+    );
+}

@@ -1,5 +1,6 @@
 -- The tenant database's fixed tables: state that outlives a run. Created once, never
--- dropped by a run; every statement is idempotent.
+-- dropped by a run; every statement is idempotent. This is the newest schema (the highest
+-- number in sql/migrations); a lake of an older one is migrated first (src/schema.rs).
 create schema if not exists raw;
 create schema if not exists staged;
 create schema if not exists omop;
@@ -15,7 +16,9 @@ create table if not exists etl.runs (
     status        varchar not null,          -- running | succeeded | failed
     steps         varchar,                   -- the steps this run was asked to do
     error         varchar,                   -- the failure, secrets redacted
-    output_dir    varchar                    -- the Parquet folder this run published
+    output_dir    varchar,                   -- the Parquet folder this run published
+    etl_version   varchar,                   -- the etl release that ran it (schema 2)
+    fingerprint   varchar                    -- of its SQL, mappings and vocabularies (schema 2)
 );
 
 create table if not exists etl.run_steps (

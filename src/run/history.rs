@@ -27,10 +27,11 @@ pub fn start(engine: &Engine, run_id: &str, tenant: &str, steps: &[&str]) -> Res
          where status = 'running'",
     )?;
     engine.execute(&format!(
-        "insert into etl.runs (run_id, tenant, started_at, status, steps) values ({}, {}, now(), 'running', {})",
+        "insert into etl.runs (run_id, tenant, started_at, status, steps, etl_version) values ({}, {}, now(), 'running', {}, {})",
         literal(run_id),
         literal(tenant),
-        literal(&steps.join(","))
+        literal(&steps.join(",")),
+        literal(env!("CARGO_PKG_VERSION"))
     ))
 }
 
@@ -149,4 +150,13 @@ pub fn last_success(engine: &Engine) -> Result<Option<f64>> {
         .first()
         .and_then(|r| r.first().cloned().flatten())
         .and_then(|s| s.parse().ok()))
+}
+
+/// Records the fingerprint of what the run's transform depended on besides the data.
+pub fn record_fingerprint(engine: &Engine, run_id: &str, fingerprint: Option<&str>) -> Result<()> {
+    engine.execute(&format!(
+        "update etl.runs set fingerprint = {} where run_id = {}",
+        fingerprint.map_or("null".into(), literal),
+        literal(run_id)
+    ))
 }

@@ -189,7 +189,7 @@ pub fn open_lake(manifest: &Manifest) -> Result<Engine> {
         &manifest.engine,
         Redactor::new(manifest.secrets()),
     )?;
-    engine.execute_file(&manifest.sql_dir.join("ddl").join("etl.sql"))?;
+    crate::schema::prepare(&engine, &manifest.sql_dir)?;
     Ok(engine)
 }
 
@@ -280,6 +280,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 seconds,
             };
             let fingerprint = transform_fingerprint(manifest);
+            history::record_fingerprint(&engine, &report.run_id, fingerprint.as_deref())?;
             summary::write(
                 manifest,
                 &report,
@@ -318,6 +319,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             let counts = history::read_counts(&engine, &run_id).ok();
             let last_success = history::last_success(&engine).ok().flatten();
             let fingerprint = transform_fingerprint(manifest);
+            let _ = history::record_fingerprint(&engine, &report.run_id, fingerprint.as_deref());
             if let Err(e) = summary::write(
                 manifest,
                 &report,
