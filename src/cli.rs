@@ -66,6 +66,9 @@ pub enum Command {
         #[arg(short = 'c', long = "command", value_name = "SQL")]
         command: Option<String>,
     },
+    /// Rebuild a lost or corrupt lake (lake.duckdb) from the current published outputs'
+    /// key maps: the next run reads the sources again and keeps every id.
+    Restore { manifest: PathBuf },
     /// Show a tenant's recent runs.
     Runs {
         manifest: PathBuf,
@@ -217,6 +220,12 @@ pub fn main(cli: Cli) -> Result<()> {
                 Some(sql) => print!("{}", crate::inspect::query(&m, &sql)?),
                 None => crate::inspect::interactive(&m)?,
             }
+            Ok(())
+        }
+        Command::Restore { manifest } => {
+            let m = Manifest::load(&manifest)?;
+            let _lock = run::lock(&m)?;
+            print!("{}", run::restore(&m)?);
             Ok(())
         }
         Command::Runs { manifest, limit } => {

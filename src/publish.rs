@@ -57,7 +57,56 @@ pub fn write(
         }
         counts.push((table.clone(), in_file));
     }
+    write_key_maps(engine, &dir)?;
     Ok((dir, counts))
+}
+
+/// The tables that keep ids durable: every key a provider or care site was ever known by
+/// and its id. Each publish writes them beside the outputs (`<run>/state/`), so a lost
+/// lake is rebuilt with every id it gave (`etl restore`).
+pub const KEY_MAPS: &[&str] = &["provider_keys", "care_site_keys"];
+
+fn write_key_maps(engine: &Engine, dir: &Path) -> Result<()> {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create {}", state.display()))?;
+    for table in KEY_MAPS {
+        let file = state.join(format!("{table}.parquet"));
+        engine
+            .execute(&format!(
+                "copy (select * from etl.{table} order by all) to {} (format parquet, compression zstd)",
+                literal(&file.to_string_lossy())
+            ))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the key maps of a new lake from the current outputs' copy; returns the rows
+/// of each. The next run reads the sources again and gives every provider and care site
+/// the id it had.
+pub fn restore_key_maps(engine: &Engine, outputs: &Path) -> Result<Vec<(String, i64)>> {
+    let state = outputs.join("current").join("state");
+    let mut restored = Vec::new();
+    for table in KEY_MAPS {
+        let file = state.join(format!("{table}.parquet"));
+        if !file.is_file() {
+            bail!(
+                "{} is missing: the current outputs were published by a release that did not \
+                 keep the key maps; nothing to restore ids from",
+                file.display()
+            );
+        }
+        engine.execute(&format!(
+            "delete from etl.{table}; insert into etl.{table} by name select * from read_parquet({})",
+            literal(&file.to_string_lossy())
+        ))?;
+        restored.push((
+            table.to_string(),
+            engine.query_i64(&format!("select count(*) from etl.{table}"))?,
+        ));
+    }
+    Ok(restored)
 }
 
 /// The run `<outputs>/current` points at, and its folder.

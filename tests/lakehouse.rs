@@ -1228,3 +1228,73 @@ fn a_lake_newer_than_this_etl_is_refused_and_left_untouched() {
         "the lake file changed"
     );
 }
+
+/// A lost or corrupt lake is rebuilt from the published key maps: the next run reads the
+/// sources again and every provider and care site keeps its id, as in a lake never lost.
+#[test]
+fn a_lost_lake_is_restored_and_every_id_kept() {
+    let t = Tenant::with_sample("restore");
+    let twin = Tenant::with_sample("restore_twin");
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    change_sources(&t);
+    change_sources(&twin);
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    let m = t.manifest_arg();
+    let keys = |t: &Tenant| {
+        (
+            t.query("select key, provider_id from etl.provider_keys order by all"),
+            t.query("select key, care_site_id from etl.care_site_keys order by all"),
+        )
+    };
+    let file = t.lake().join("lake.duckdb");
+
+    // a sound lake is not restored over
+    let out = t.etl(&["restore", &m]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to restore"),
+        "{}",
+        stderr(&out)
+    );
+
+    // the disk is lost
+    std::fs::remove_file(&file).unwrap();
+    let _ = std::fs::remove_file(t.lake().join("lake.duckdb.wal"));
+    let out = t.etl(&["restore", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("restored etl.provider_keys: "),
+        "{}",
+        stdout(&out)
+    );
+    t.run_ok(&[]);
+    twin.run_ok(&[]);
+    assert_eq!(outputs(&t), outputs(&twin));
+    assert_eq!(keys(&t), keys(&twin));
+
+    // a corrupt one is kept aside and rebuilt the same way
+    std::fs::write(&file, b"not a database").unwrap();
+    let out = t.etl(&["restore", &m]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("could not be read; kept as"),
+        "{}",
+        stdout(&out)
+    );
+    let aside = std::fs::read_dir(t.lake())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("lake.duckdb.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    t.run_ok(&[]);
+    assert_eq!(outputs(&t), outputs(&twin));
+    assert_eq!(keys(&t), keys(&twin));
+}

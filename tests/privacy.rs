@@ -237,8 +237,9 @@ fn published_outputs_and_only_they_can_be_opened_to_a_group() {
         };
         assert_eq!(mode, expected, "{} is {mode:04o}", path.display());
     }
-    // omop, omop/runs, the run's folder, two Parquet files
-    assert_eq!(opened, 5);
+    // omop, omop/runs, the run's folder, two Parquet files, and the key maps (state/ and
+    // its two files)
+    assert_eq!(opened, 8);
     assert!(!stderr(&out).contains("could be read by other accounts"));
 
     // the key taken away: the outputs are owner-only again, and that is said

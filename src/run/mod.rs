@@ -193,6 +193,67 @@ pub fn open_lake(manifest: &Manifest) -> Result<Engine> {
     Ok(engine)
 }
 
+/// Rebuilds a lost or corrupt lake: a new lake.duckdb (a corrupt one is kept aside) with
+/// the key maps of the current outputs, so that the next run, which reads every source
+/// again, gives every provider and care site the id it had. A lake that opens is left as
+/// it is (exit 2).
+pub fn restore(manifest: &Manifest) -> Result<String> {
+    let file = manifest.database_path();
+    let mut report = String::new();
+    if file.exists() {
+        let opened = Engine::open(&file, &manifest.engine, Redactor::new(manifest.secrets()))
+            .and_then(|engine| {
+                engine.query_i64(
+                    "select count(*) from duckdb_tables() where schema_name = 'etl' and table_name = 'provider_keys'",
+                )
+            });
+        match opened {
+            Ok(n) if n > 0 => {
+                return Err(UsageError(format!(
+                    "{} opens and holds its state: nothing to restore (move it away first to rebuild it)",
+                    file.display()
+                ))
+                .into())
+            }
+            Ok(_) | Err(_) => {
+                let aside = file.with_extension(format!("duckdb.corrupt-{}", new_run_id()));
+                std::fs::rename(&file, &aside)
+                    .with_context(|| format!("cannot move {} aside", file.display()))?;
+                let wal = file.with_extension("duckdb.wal");
+                if wal.exists() {
+                    std::fs::rename(&wal, aside.with_extension("wal"))?;
+                }
+                report.push_str(&format!(
+                    "{} could not be read; kept as {}\n",
+                    file.display(),
+                    aside.display()
+                ));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(file.with_extension("duckdb.wal"));
+    let engine = open_lake(manifest)?;
+    engine.execute("begin transaction")?;
+    let restored = match publish::restore_key_maps(&engine, &manifest.outputs_dir()) {
+        Ok(restored) => restored,
+        Err(e) => {
+            let _ = engine.execute("rollback");
+            drop(engine);
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
+    };
+    engine.execute("commit")?;
+    for (table, rows) in restored {
+        report.push_str(&format!("restored etl.{table}: {rows} keys\n"));
+    }
+    report.push_str(&format!(
+        "{} rebuilt; the next run reads every source again and keeps every id\n",
+        file.display()
+    ));
+    Ok(report)
+}
+
 /// How the tenant's lake is protected on disk (see [`crate::privacy`]).
 pub fn privacy_policy(manifest: &Manifest) -> crate::privacy::Policy {
     crate::privacy::Policy {
