@@ -323,6 +323,7 @@ pub(super) fn compile(
         steps,
         retry,
         files: vec![path.to_path_buf()],
+        origins: None,
         literal_secrets,
         text: String::new(),
     })

@@ -19,6 +19,7 @@ pub(super) fn extends(path: &Path, text: &str) -> Result<Option<PathBuf>, Manife
         None => Err(ManifestError {
             path: path.to_path_buf(),
             text: text.to_string(),
+            files: Vec::new(),
             problems: vec![Problem::new(
                 item.span(),
                 "`extends` must be a file name, such as \"_base.toml\"",

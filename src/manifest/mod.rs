@@ -44,6 +44,9 @@ pub struct Manifest {
     pub retry: RetryPolicy,
     /// The files the manifest was read from: itself, then the base it extends.
     pub files: Vec<PathBuf>,
+    /// A manifest that extends a base: the tenant's file and text, the base's; problems
+    /// found later point into them (see `Manifest::error`).
+    pub(super) origins: Option<((PathBuf, String), (PathBuf, String))>,
     /// Keys whose secret is written in the manifest as text rather than `${VAR}`.
     pub literal_secrets: Vec<String>,
     /// The text the manifest was parsed from (with a base, the merged text), so that checks
@@ -256,6 +259,7 @@ impl Manifest {
             std::fs::read_to_string(p).map_err(|e| ManifestError {
                 path: p.to_path_buf(),
                 text: String::new(),
+                files: Vec::new(),
                 problems: vec![Problem::new(None, format!("cannot read the manifest: {e}"))],
             })
         };
@@ -271,11 +275,17 @@ impl Manifest {
                 let merged = merge(&read(&base)?, &text).map_err(|message| ManifestError {
                     path: path.to_path_buf(),
                     text: String::new(),
+                    files: Vec::new(),
                     problems: vec![Problem::new(None, message)],
                 })?;
+                let origins = (
+                    (path.to_path_buf(), text.clone()),
+                    (base.clone(), read(&base)?),
+                );
                 parse(path, &merged, env)
                     .map(|mut m| {
                         m.files = vec![path.to_path_buf(), base.clone()];
+                        m.origins = Some(origins.clone());
                         m
                     })
                     .map_err(|mut e| {
@@ -284,7 +294,7 @@ impl Manifest {
                             path.display(),
                             base.display()
                         ));
-                        e
+                        e.relocate(&origins.0, &origins.1)
                     })
             }
         }
@@ -338,6 +348,7 @@ pub fn parse(
         _ => Err(ManifestError {
             path: path.to_path_buf(),
             text: text.to_string(),
+            files: Vec::new(),
             problems,
         }),
     }

@@ -537,3 +537,53 @@ fn the_omop_tables_are_those_the_ddl_creates() {
     .unwrap();
     assert!(omop_tables(&sql).contains(&"person".to_string()));
 }
+
+/// In a manifest that extends a base, a problem points at the line of the file that holds
+/// it: the tenant's file for what the tenant wrote, the base's for what it did not.
+#[test]
+fn an_extending_manifest_reports_lines_of_the_file_written() {
+    let project = Project::new();
+    let dir = project.dir.path().join("pipelines");
+    // the base: a wrong bucket URL style the tenant does not override
+    let base = GOOD.replace("tenant = \"acme\"\n", "").replace(
+        "bucket = \"acme\"\n",
+        "bucket = \"acme\"\nurl_style = \"virtual\"\n",
+    );
+    std::fs::write(dir.join("_base.toml"), &base).unwrap();
+    let head = "extends = \"_base.toml\"\ntenant = \"beta\"\n\n# beta's own database,\n# on its own server\n\n\n[sources.pg]\ndatabase = \"beta\"\n";
+    let load = |tenant: String| {
+        std::fs::write(dir.join("beta.toml"), tenant).unwrap();
+        Manifest::load_with(&dir.join("beta.toml"), |name| {
+            (name == "PG_PASSWORD").then(|| "pw".to_string())
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let beta = dir.join("beta.toml").display().to_string();
+    let base_file = dir.join("_base.toml").display().to_string();
+
+    // a misspelt key on line 10 of beta.toml, reported there as the user wrote it
+    let err = load(format!("{head}databse = \"typo\"\n"));
+    assert!(err.contains(&format!("--> {beta}:10:1\n")), "{err}");
+    assert!(err.contains("10 | databse = \"typo\"\n"), "{err}");
+
+    // a bad value of the tenant's, and one of the base's the tenant left alone
+    let err = load(format!("{head}\nport = \"x\"\n"));
+    assert!(
+        err.contains(&format!("--> {beta}:11:8\n")) && err.contains("11 | port = \"x\"\n"),
+        "{err}"
+    );
+    let line = base
+        .lines()
+        .position(|l| l.starts_with("url_style"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("--> {base_file}:{line}:13\n")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{line} | url_style = \"virtual\"\n")),
+        "{err}"
+    );
+}
