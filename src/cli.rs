@@ -10,6 +10,23 @@ use crate::manifest::Manifest;
 use crate::progress::{init_logging, LogFormat};
 use crate::run::{self, RunOptions, RunReport};
 
+/// Prints to stdout and ignores a reader that went away: a command that changed something
+/// (a run, a reset, a schedule) has done it whether or not `| head` still reads, and never
+/// panics on the closed pipe. (Commands that only report end on SIGPIPE: src/main.rs.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "etl",
@@ -170,7 +187,7 @@ pub fn main(cli: Cli) -> Result<()> {
                     let manifest = load_for_run(single)?;
                     let report = run::run(&manifest, &opts)?;
                     if !cli.quiet {
-                        print!("{}", summary(&report));
+                        say!("{}", summary(&report));
                     }
                     return Ok(());
                 }
@@ -180,7 +197,7 @@ pub fn main(cli: Cli) -> Result<()> {
         }
         Command::Validate { manifest, offline } => {
             let m = load_for_run(&manifest)?;
-            println!(
+            sayln!(
                 "{}: manifest ok (tenant `{}`, {} sources, {} steps)",
                 manifest.display(),
                 m.tenant,
@@ -190,10 +207,10 @@ pub fn main(cli: Cli) -> Result<()> {
             if !offline {
                 let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
                 for line in crate::staging::check(&m, &names)? {
-                    println!("{line}");
+                    sayln!("{line}");
                 }
                 for line in run::check_connections(&m)? {
-                    println!("{line}");
+                    sayln!("{line}");
                 }
             }
             Ok(())
@@ -203,21 +220,21 @@ pub fn main(cli: Cli) -> Result<()> {
             let _lock = run::lock(&m)?;
             let engine = run::open_lake(&m)?;
             match reset {
-                Some(step) => println!("{}", crate::state::reset(&engine, &m, &step)?),
-                None => print!("{}", crate::state::show(&engine)?),
+                Some(step) => sayln!("{}", crate::state::reset(&engine, &m, &step)?),
+                None => say!("{}", crate::state::show(&engine)?),
             }
             Ok(())
         }
         Command::Schedule(args) => schedule(args),
         Command::Plan(args) => {
             let m = Manifest::load(&args.manifest)?;
-            print!("{}", crate::plan::plan(&m, &RunOptions::from(args.steps))?);
+            say!("{}", crate::plan::plan(&m, &RunOptions::from(args.steps))?);
             Ok(())
         }
         Command::Inspect { manifest, command } => {
             let m = Manifest::load(&manifest)?;
             match command {
-                Some(sql) => print!("{}", crate::inspect::query(&m, &sql)?),
+                Some(sql) => say!("{}", crate::inspect::query(&m, &sql)?),
                 None => crate::inspect::interactive(&m)?,
             }
             Ok(())
@@ -225,7 +242,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Restore { manifest } => {
             let m = Manifest::load(&manifest)?;
             let _lock = run::lock(&m)?;
-            print!("{}", run::restore(&m)?);
+            say!("{}", run::restore(&m)?);
             Ok(())
         }
         Command::Runs { manifest, limit } => {
@@ -243,7 +260,7 @@ pub fn main(cli: Cli) -> Result<()> {
                 .into_iter()
                 .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
                 .collect();
-            print!(
+            say!(
                 "{}",
                 table(
                     &["run", "status", "started", "seconds", "steps", "error"],
@@ -395,12 +412,12 @@ fn run_many(paths: &[PathBuf], opts: &RunOptions, jobs: usize, quiet: bool) -> R
     let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
     let failed = rows.iter().filter(|r| r[1] != "succeeded").count();
     if !quiet || failed > 0 {
-        println!(
+        sayln!(
             "\n{} tenants, {} succeeded, {failed} failed",
             rows.len(),
             rows.len() - failed
         );
-        print!(
+        say!(
             "{}",
             table(
                 &[
@@ -433,7 +450,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
     };
     if args.list {
         let blocks = sched::blocks(&sched::read()?);
-        print!(
+        say!(
             "{}",
             if blocks.is_empty() {
                 "no etl entries in the crontab\n".to_string()
@@ -455,7 +472,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
             )
         };
         let removed = sched::remove(named.as_deref())?;
-        println!(
+        sayln!(
             "removed the crontab entries of {} tenant(s): {}",
             removed.len(),
             removed.join(", ")
@@ -503,8 +520,8 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
     }
     let etl = std::env::current_exe().context("cannot find the etl binary's own path")?;
     let text = sched::install(&manifests, &when, &etl)?;
-    print!("{}", sched::blocks(&text));
-    println!(
+    say!("{}", sched::blocks(&text));
+    sayln!(
         "scheduled {} tenant(s); `etl schedule --list` shows them, `--remove` takes them out",
         manifests.len()
     );

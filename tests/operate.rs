@@ -813,6 +813,21 @@ fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
     }
+    // a run whose reader went away still finishes its work, and says so by its exit code
+    let mut child = t
+        .command(&["run", m.as_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        t.query("select status from etl.runs order by started_at desc limit 1"),
+        table("succeeded")
+    );
 }
 
 /// Tenants scheduled one call at a time are staggered against those already scheduled.
