@@ -980,9 +980,7 @@ fn fails_inside_the_transaction(
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(expected), "{err}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
-            .unwrap();
+    let summary = t.last_run();
     assert_eq!(summary["error_class"], class, "{summary}");
     assert_eq!(current_target(&t), current);
     assert_eq!(

@@ -8,6 +8,18 @@ use std::process::Command;
 use common::golden::assert_sample_outputs;
 use common::{stderr, stdout, table, Tenant};
 
+/// When a tenant's crontab entry starts: its five time fields.
+fn start_time(tenant: &str) -> String {
+    let text = crontab();
+    let block = text
+        .split(&format!("# BEGIN etl tenant={tenant}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no block for {tenant}: {text}"))
+        .to_string();
+    let entry = block.lines().nth(1).unwrap().to_string();
+    entry.splitn(6, ' ').take(5).collect::<Vec<_>>().join(" ")
+}
+
 fn crontab() -> String {
     etl::schedule::read().unwrap()
 }
@@ -257,9 +269,7 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
 fn each_run_writes_a_summary_for_monitoring() {
     let t = Tenant::with_sample("summary");
     t.run_ok(&[]);
-    let last: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
-            .unwrap();
+    let last = t.last_run();
     assert_eq!(last["status"], "succeeded");
     assert_eq!(last["tenant"], t.name.replace('_', "-"));
     let recon: Vec<String> = last["reconciliation"]
@@ -341,9 +351,7 @@ fn each_run_writes_a_summary_for_monitoring() {
     // a failed run says so too
     t.break_postgres(Some(1));
     assert_eq!(t.run(&[]).status.code(), Some(1));
-    let last: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
-            .unwrap();
+    let last = t.last_run();
     assert_eq!(last["status"], "failed");
     assert!(last["error"].as_str().unwrap().contains("source `pg`"));
 }
@@ -549,16 +557,7 @@ fn hourly_and_cron_expressions_schedule_as_asked() {
     let b = Tenant::new("cron_hourly_b");
     let (ma, mb) = (a.manifest_arg(), b.manifest_arg());
     let (ta, tb) = (a.name.replace('_', "-"), b.name.replace('_', "-"));
-    let timing = |tenant: &str| {
-        let text = crontab();
-        let block = text
-            .split(&format!("# BEGIN etl tenant={tenant}\n"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no block for {tenant}: {text}"))
-            .to_string();
-        let entry = block.lines().nth(1).unwrap().to_string();
-        entry.splitn(6, ' ').take(5).collect::<Vec<_>>().join(" ")
-    };
+    let timing = start_time;
     let out = a.etl(&[
         "schedule",
         "--hourly",
@@ -626,9 +625,7 @@ fn sample(
 fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
     let t = Tenant::with_sample("metrics");
     t.run_ok(&[]);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
-            .unwrap();
+    let summary = t.last_run();
     let tenant = summary["tenant"].as_str().unwrap().to_string();
     let tenant = tenant.as_str();
     let scrape = metrics(&t, tenant);
@@ -757,9 +754,7 @@ fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
         succeeded_at
     );
     assert!(sample(&scrape, tenant, "etl_last_run_timestamp_seconds", &[]) > ended_at);
-    let failed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.lake().join("last-run.json")).unwrap())
-            .unwrap();
+    let failed = t.last_run();
     assert_eq!(failed["status"], "failed");
     let steps = failed["steps"].as_array().unwrap();
     assert_eq!(
@@ -838,17 +833,7 @@ fn tenants_scheduled_separately_are_staggered_too() {
     let b = Tenant::new("cron_sep_b");
     let c = Tenant::new("cron_sep_c");
     let (ma, mb, mc) = (a.manifest_arg(), b.manifest_arg(), c.manifest_arg());
-    let timing = |t: &Tenant| {
-        let text = crontab();
-        let tenant = t.name.replace('_', "-");
-        let block = text
-            .split(&format!("# BEGIN etl tenant={tenant}\n"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no block for {tenant}: {text}"))
-            .to_string();
-        let entry = block.lines().nth(1).unwrap().to_string();
-        entry.splitn(6, ' ').take(5).collect::<Vec<_>>().join(" ")
-    };
+    let timing = |t: &Tenant| start_time(&t.name.replace('_', "-"));
     let schedule = |args: &[&str]| {
         let mut all = vec!["schedule", "--daily", "--at", "01:30"];
         all.extend_from_slice(args);

@@ -386,6 +386,13 @@ publish = ["care_site", "provider"]
         self.etl(&all)
     }
 
+    /// The last run's summary, `lake/<tenant>/last-run.json`.
+    pub fn last_run(&self) -> serde_json::Value {
+        let file = self.lake().join("last-run.json");
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    }
+
     /// Rows of a published table, every value as text ([`NULL`] for null), in id order.
     pub fn published(&self, table: &str) -> Vec<Vec<String>> {
         let file = self
