@@ -281,3 +281,57 @@ fn one_npi_under_two_surnames_is_merged_and_flagged() {
         table("10 | Eve Conflict")
     );
 }
+
+#[test]
+fn last_first_names_are_put_in_display_order_and_are_no_conflict() {
+    let (t, key, _) = run_with("last_first.csv");
+    // every form: upper case, suffix on either side of the comma or after a second one,
+    // credential lists; the value as sent stays in the flag and in the staged row
+    assert_eq!(
+        t.query(&format!(
+            "select source_row, flag, value, detail from staged.dq_flags \
+             where source_ref = '{key}' and flag like 'name%' order by source_row, flag"
+        )),
+        table(
+            "1 | name_reordered | Smith, Jane         | \"Last, First\" put in display order: Jane Smith
+             2 | name_reordered | WONG, AMY L.        | \"Last, First\" put in display order: AMY L. WONG
+             3 | name_reordered | Okafor Jr., Samuel  | \"Last, First\" put in display order: Samuel Okafor Jr.
+             4 | name_reordered | Price, Victor, Jr.  | \"Last, First\" put in display order: Victor Price Jr.
+             5 | name_cleaned   | Hart, Dana, MD, PhD | titles, credentials or spacing removed: Hart, Dana
+             5 | name_reordered | Hart, Dana, MD, PhD | \"Last, First\" put in display order: Dana Hart
+             6 | name_reordered | Quinn, Lee Jr.      | \"Last, First\" put in display order: Lee Quinn Jr.
+             7 | name_reordered | Vance III, Paul     | \"Last, First\" put in display order: Paul Vance III
+             8 | name_reordered | Ross, Ann, Jr.      | \"Last, First\" put in display order: Ann Ross Jr.
+             9 | name_cleaned   | Dana Hart Jr., MD   | titles, credentials or spacing removed: Dana Hart Jr."
+        )
+    );
+    assert_eq!(
+        t.query(&format!(
+            "select name_sent, person_name, name_key from staged.provider_rows \
+             where source_ref = '{key}' and source_row = 2"
+        )),
+        table("WONG, AMY L. | AMY L. WONG | amy l wong")
+    );
+    // Jane Smith sent as "Smith, Jane" under her NPI: the same person, no conflict
+    assert_eq!(
+        t.query("select count(*) from staged.dq_flags where flag = 'name_conflict'"),
+        table("0")
+    );
+    assert_eq!(
+        t.query(
+            "select provider_id, provider_name, provider_source_value from omop.provider \
+             where npi = '2345678901' or npi like '171000000%' order by npi"
+        ),
+        table(
+            " 9 | AMY L. WONG       | AW101
+             10 | Samuel Okafor Jr. | SO102
+             11 | Victor Price Jr.  | VP103
+             12 | Dana Hart         | DH104
+             13 | Lee Quinn Jr.     | LQ105
+             14 | Paul Vance III    | PV106
+             15 | Ann Ross Jr.      | AR107
+             16 | Dana Hart Jr.     | DH108
+             19 | Jane Smith        | JS002"
+        )
+    );
+}

@@ -13,15 +13,39 @@ create or replace macro etl_null_token(s) as
 create or replace macro etl_clean_text(s) as
     nullif(trim(regexp_replace(etl_null_token(s), '[\s\x{00A0}]+', ' ', 'g')), '');
 
--- A person's name as it should be shown: cleaned, with leading titles (Dr., Prof., …) and
--- trailing credentials (MD, DO, PhD, …) removed. Case is kept as sent.
-create or replace macro etl_person_name(s) as
+-- A person's name without leading titles (Dr., Prof., …) and trailing credentials (MD, DO,
+-- PhD, …, one or a list), cleaned. Case is kept as sent.
+create or replace macro etl_name_stripped(s) as
     nullif(trim(
         regexp_replace(
             regexp_replace(etl_clean_text(s),
                 '^((dr|doctor|prof|mr|mrs|ms|miss)\.?\s+)+', '', 'i'),
             '(,?\s+(md|m\.d\.|do|d\.o\.|phd|ph\.d\.|rn|np|pa|pa-c|dds|dmd|facc|facp))+\.?$', '', 'i')
     ), '');
+
+create or replace macro etl_display_parts(p) as
+    concat_ws(' ',
+        regexp_replace(p.given, '\s+(jr|sr|ii|iii|iv)\.?$', '', 'i'),
+        p.last,
+        nullif(regexp_extract(p.given, '\s((jr|sr|ii|iii|iv)\.?)$', 1, 'i'), ''),
+        nullif(p.suffix, ''));
+
+-- "Last, First [Middle]" in display order, a generational suffix (Jr, Sr, II, III, IV)
+-- after the surname wherever it was sent: "Smith Jr., John", "Smith, John Jr." and
+-- "Smith, John, Jr." all give "John Smith Jr.". "First Last, Jr." is already in order.
+-- A name with no comma, or with more than two parts, is left as it is.
+create or replace macro etl_display_order(n) as
+    case
+        when n is null or not contains(n, ',') then n
+        when regexp_full_match(n, '[^,]+,\s*(jr|sr|ii|iii|iv)\.?', 'i') then replace(n, ',', '')
+        when not regexp_full_match(n, '[^,]+,[^,]+(,\s*(jr|sr|ii|iii|iv)\.?)?', 'i') then n
+        else etl_display_parts(
+            regexp_extract(n, '^\s*([^,]*[^,\s])\s*,\s*([^,]*[^,\s])\s*(,\s*((jr|sr|ii|iii|iv)\.?))?$',
+                           ['last', 'given', 'comma', 'suffix'], 'i'))
+    end;
+
+-- A person's name as it should be shown: titles and credentials removed, in display order.
+create or replace macro etl_person_name(s) as etl_display_order(etl_name_stripped(s));
 
 -- A value's key: lower case, letters, digits and single spaces.
 create or replace macro etl_key(s) as
@@ -38,6 +62,10 @@ create or replace macro etl_match_key(s) as etl_key(etl_clean_text(s));
 create or replace macro etl_word_letters(s) as
     coalesce(list_sum(list_transform(
         regexp_extract_all(s, '[[:alpha:]]{2,}'), w -> length(w))), 0);
+
+-- The surname a name key ends with, a generational suffix set aside ("john smith jr": smith).
+create or replace macro etl_surname(name_key) as
+    regexp_extract(regexp_replace(name_key, ' (jr|sr|ii|iii|iv)$', ''), '[^ ]+$');
 
 -- How complete a name is, so "John Doe" ranks above "J. Doe" and "Jane S.".
 create or replace macro etl_name_completeness(s) as etl_word_letters(etl_person_name(s));

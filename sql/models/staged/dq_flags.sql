@@ -26,9 +26,21 @@ provider_findings as (
     where npi_digits is not null and npi_digits <> etl_clean_text(npi_sent)
     union all
     select source, source_ref, source_row, 'name_cleaned', name_sent,
-           'titles, credentials or spacing removed: ' || person_name
+           'titles, credentials or spacing removed: ' || stripped
+    from (
+        -- (etl_name_stripped only for the few names sent with a comma)
+        select *,
+               case when contains(name_sent, ',') then etl_name_stripped(name_sent)
+                    else person_name end as stripped
+        from temp.cluster_rows
+        where person_name is not null and person_name <> name_sent
+    )
+    where stripped <> name_sent
+    union all
+    select source, source_ref, source_row, 'name_reordered', name_sent,
+           '"Last, First" put in display order: ' || person_name
     from temp.cluster_rows
-    where person_name is not null and person_name <> name_sent
+    where contains(name_sent, ',') and person_name is distinct from etl_name_stripped(name_sent)
     union all
     select source, source_ref, source_row, 'specialty_unmapped',
            coalesce(specialty_sent, specialty_alt_sent),
@@ -61,7 +73,7 @@ provider_findings as (
         from temp.cluster_rows
         where cluster_key like 'npi:%' and name_key is not null
         group by cluster_key
-        having count(distinct regexp_extract(name_key, '[^ ]+$')) > 1
+        having count(distinct etl_surname(name_key)) > 1
     ) as conflicts on conflicts.cluster_key = m.cluster_key
     join temp.clusters as c on c.cluster_key = m.cluster_key
     where m.name_key is not null
