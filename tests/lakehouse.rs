@@ -1139,8 +1139,8 @@ fn lake_connection(t: &Tenant) -> duckdb::Connection {
     duckdb::Connection::open(t.lake().join("lake.duckdb")).unwrap()
 }
 
-/// A lake as the previous release left it (schema 1: no recorded version, `etl.runs`
-/// without the release and fingerprint of each run) is brought up to date by the next
+/// A lake as an older release left it (schema 1: no recorded version, `etl.runs` without
+/// the release and fingerprint of each run, a ledger without encodings) is brought up to date by the next
 /// run, every row and id intact, and decides what a lake that was never old decides.
 #[test]
 fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
@@ -1152,9 +1152,11 @@ fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
         .execute_batch(
             "drop table etl.schema_version;
              alter table etl.runs drop column etl_version;
-             alter table etl.runs drop column fingerprint;",
+             alter table etl.runs drop column fingerprint;
+             alter table etl.file_ledger drop column encoding;",
         )
         .unwrap();
+    let ledger = t.query("select * from etl.file_ledger order by all");
     let keys = t.query("select * from etl.provider_keys order by all");
     let sites = t.query("select * from etl.care_site_keys order by all");
     let runs = t.query("select run_id, status, steps from etl.runs order by run_id");
@@ -1165,11 +1167,18 @@ fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
     change_sources(&twin);
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("lake schema: migrating to version 2"), "{log}");
+    assert!(log.contains("lake schema: migrating to version 3"), "{log}");
     twin.run_ok(&[]);
 
     assert_eq!(
         t.query("select version from etl.schema_version"),
-        table("2")
+        table("3")
+    );
+    // the ledger's rows of before are there, their encoding unknown (NULL: UTF-8 then)
+    let ledger_now = t.query("select * exclude (encoding) from etl.file_ledger order by all");
+    assert!(
+        ledger.iter().all(|l| ledger_now.contains(l)),
+        "{ledger:?}\n{ledger_now:?}"
     );
     // every key and version of before is still there, unchanged
     let keys_now = t.query("select * from etl.provider_keys order by all");
@@ -1216,7 +1225,7 @@ fn a_lake_newer_than_this_etl_is_refused_and_left_untouched() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out)
-                .contains("the lake has schema version 99, newer than the 2 this etl knows"),
+                .contains("the lake has schema version 99, newer than the 3 this etl knows"),
             "{}",
             stderr(&out)
         );

@@ -43,6 +43,7 @@ create table if not exists etl.file_ledger (
     rejected_rows bigint,                    -- records quarantined as unparsable
     status        varchar not null,          -- loaded | empty | rejected
     error         varchar,
+    encoding      varchar,                   -- what a CSV was decoded from, when not UTF-8
     primary key (source, object_key)
 );
 

@@ -19,7 +19,14 @@ type Kind = (
 );
 
 /// The file-based kinds' shared keys.
-const FILE_KEYS: [&str; 5] = ["table", "columns", "on_bad_file", "layouts", "map"];
+const FILE_KEYS: [&str; 6] = [
+    "table",
+    "columns",
+    "on_bad_file",
+    "encoding",
+    "layouts",
+    "map",
+];
 
 const KINDS: &[Kind] = &[
     (
@@ -57,6 +64,7 @@ const KINDS: &[Kind] = &[
             FILE_KEYS[2],
             FILE_KEYS[3],
             FILE_KEYS[4],
+            FILE_KEYS[5],
         ],
         s3,
     ),
@@ -70,6 +78,7 @@ const KINDS: &[Kind] = &[
             FILE_KEYS[2],
             FILE_KEYS[3],
             FILE_KEYS[4],
+            FILE_KEYS[5],
         ],
         folder,
     ),
@@ -316,7 +325,7 @@ fn s3(cx: &mut Cx<'_>) -> Option<SourceKind> {
             UrlStyle::Path
         }
     };
-    let (table, columns, on_bad_file, layouts) = file_settings(cx);
+    let (table, columns, on_bad_file, encoding, layouts) = file_settings(cx);
     Some(SourceKind::S3(S3Source {
         endpoint: endpoint?,
         region,
@@ -329,6 +338,7 @@ fn s3(cx: &mut Cx<'_>) -> Option<SourceKind> {
         table,
         columns,
         on_bad_file,
+        encoding,
         layouts,
     }))
 }
@@ -352,21 +362,36 @@ fn folder(cx: &mut Cx<'_>) -> Option<SourceKind> {
             std::time::Duration::from_secs(1)
         }
     };
-    let (table, columns, on_bad_file, layouts) = file_settings(cx);
+    let (table, columns, on_bad_file, encoding, layouts) = file_settings(cx);
     Some(SourceKind::Folder(FolderSource {
         path: normalize(&cx.base.join(path?)),
         settle,
         table,
         columns,
         on_bad_file,
+        encoding,
         layouts,
     }))
 }
 
 /// What every file-based kind has: the raw table, the columns or layouts, what a bad file
 /// does.
-fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Vec<Layout>) {
+#[allow(clippy::type_complexity)]
+fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Option<String>, Vec<Layout>) {
     let w = cx.wire;
+    // checked against DuckDB's readers when the source is read (`etl validate` too)
+    let encoding = w.encoding.as_ref().map(|e| e.get_ref().trim().to_string());
+    if let Some(e) = &w.encoding {
+        if e.get_ref().trim().is_empty() {
+            cx.problems.push(Problem::new(
+                Some(e.span()),
+                format!(
+                    "`{}` is empty: name the files' encoding (\"CP1252\", \"latin-1\", …) or leave the key out to detect it",
+                    cx.key("encoding")
+                ),
+            ));
+        }
+    }
     let on_bad_file = match w
         .on_bad_file
         .as_ref()
@@ -464,5 +489,5 @@ fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Vec<Layout
         }
     };
     let columns = layouts[0].columns.clone();
-    (table, columns, on_bad_file, layouts)
+    (table, columns, on_bad_file, encoding, layouts)
 }

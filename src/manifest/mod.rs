@@ -138,6 +138,8 @@ pub struct FolderSource {
     pub table: String,
     pub columns: Vec<String>,
     pub on_bad_file: OnBadFile,
+    /// The encoding of its CSV files; None: UTF-8, else Windows-1252, detected per file.
+    pub encoding: Option<String>,
     /// The shapes of file this source receives (one, named after `table`, unless the
     /// manifest declares `layouts`).
     pub layouts: Vec<Layout>,
@@ -186,6 +188,8 @@ pub struct S3Source {
     pub table: String,
     pub columns: Vec<String>,
     pub on_bad_file: OnBadFile,
+    /// See [`FolderSource::encoding`].
+    pub encoding: Option<String>,
     /// See [`FolderSource::layouts`].
     pub layouts: Vec<Layout>,
 }

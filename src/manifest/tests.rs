@@ -106,7 +106,7 @@ fn unknown_key_names_line_column_and_the_near_name() {
         project.error(&text),
         "<project>/pipelines/t.toml has 1 problem:
 
-error: unknown field `hots`, expected one of `kind`, `host`, `port`, `database`, `user`, `password`, `schema`, `tables`, `cursor`, `keys`, `lookback_seconds`, `snapshot`, `detect_deletes`, `endpoint`, `region`, `bucket`, `prefix`, `access_key_id`, `secret_access_key`, `use_ssl`, `url_style`, `table`, `columns`, `on_bad_file`, `path`, `settle_seconds`, `map`, `layouts`
+error: unknown field `hots`, expected one of `kind`, `host`, `port`, `database`, `user`, `password`, `schema`, `tables`, `cursor`, `keys`, `lookback_seconds`, `snapshot`, `detect_deletes`, `endpoint`, `region`, `bucket`, `prefix`, `access_key_id`, `secret_access_key`, `use_ssl`, `url_style`, `table`, `columns`, `on_bad_file`, `encoding`, `path`, `settle_seconds`, `map`, `layouts`
  --> <project>/pipelines/t.toml:5:1
   |
 5 | hots = \"${PG_HOST:-127.0.0.1}\"

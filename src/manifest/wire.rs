@@ -104,6 +104,7 @@ source_wire! {
     table: String,
     columns: Vec<Spanned<String>>,
     on_bad_file: String,
+    encoding: String,
     // folder
     path: String,
     settle_seconds: f64,

@@ -52,6 +52,8 @@ pub struct FileSettings {
     /// The shapes of file the source receives; each file takes the one its header matches.
     pub layouts: Vec<Layout>,
     pub on_bad_file: OnBadFile,
+    /// The CSV files' encoding; None: detected (UTF-8, else Windows-1252).
+    pub encoding: Option<String>,
 }
 
 impl FileSettings {
@@ -410,6 +412,8 @@ pub enum Staged {
         format: Format,
         records: PathBuf,
         rejects: Option<PathBuf>,
+        /// The encoding a CSV was decoded from, when not UTF-8.
+        decoded_from: Option<String>,
     },
     Empty,
     Rejected(String),
@@ -434,6 +438,9 @@ fn fetch(
     full_refresh: bool,
     progress: &Progress,
 ) -> Result<Staging> {
+    if let Some(encoding) = &files.encoding {
+        check_encoding(engine, name, encoding, staging)?;
+    }
     let objects = store.list().context("cannot list objects")?;
     let known = if full_refresh {
         HashMap::new()
@@ -464,7 +471,14 @@ fn fetch(
                 None => Staged::Rejected(
                     "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
                 ),
-                Some(format) => match fetch_object(engine, &object, format, staging, i) {
+                Some(format) => match fetch_object(
+                    engine,
+                    &object,
+                    format,
+                    files.encoding.as_deref(),
+                    staging,
+                    i,
+                ) {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
@@ -496,26 +510,47 @@ fn fetch_object(
     engine: &Engine,
     object: &ObjectInfo,
     format: Format,
+    encoding: Option<&str>,
     staging: &Path,
     n: usize,
 ) -> Result<Staged> {
-    let url = literal(&object.url);
     let records = staging.join(format!("{n:06}.parquet"));
     let rejects = staging.join(format!("{n:06}.rejects.parquet"));
-    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
-    let reader = match format {
-        Format::Csv => format!(
-            "read_csv({url}, all_varchar = true, header = true, store_rejects = true, \
-             rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan')"
-        ),
-        Format::Json => format!("read_json({url}, format = 'auto')"),
+    if format == Format::Json {
+        // (JSON is UTF-8 by its standard; DuckDB's JSON reader has no encoding option)
+        engine.execute(&format!(
+            "copy (select * from read_json({}, format = 'auto')) to {} (format parquet)",
+            literal(&object.url),
+            literal(&records.to_string_lossy())
+        ))?;
+        return Ok(Staged::Data {
+            format,
+            records,
+            rejects: None,
+            decoded_from: None,
+        });
+    }
+    let decoded_from = match encoding {
+        Some(declared) => {
+            read_csv(engine, object, Some(declared), &records)?;
+            (!is_utf8(declared)).then(|| declared.to_string())
+        }
+        None => {
+            read_csv(engine, object, None, &records)?;
+            if not_utf8(engine, &records)? {
+                // Lines that are not UTF-8 and no line that is UTF-8 beyond ASCII: a
+                // Windows-1252 (or Latin-1) export. Read again as such; a line that still
+                // makes no sense is quarantined below, with its line number.
+                read_csv(engine, object, Some(WINDOWS_1252), &records)?;
+                log::info!("  {}: not UTF-8, read as {WINDOWS_1252}", object.key);
+                Some(WINDOWS_1252.to_string())
+            } else {
+                None
+            }
+        }
     };
-    engine.execute(&format!(
-        "copy (select * from {reader}) to {} (format parquet)",
-        literal(&records.to_string_lossy())
-    ))?;
     let mut rejects_file = None;
-    if format == Format::Csv && engine.query_i64("select count(*) from _etl_rejects")? > 0 {
+    if engine.query_i64("select count(*) from _etl_rejects")? > 0 {
         // The reader may report one line several times (once per bad field): one row each.
         engine.execute(&format!(
             "copy (select line, first(csv_line order by column_idx) as raw_line,
@@ -530,7 +565,78 @@ fn fetch_object(
         format,
         records,
         rejects: rejects_file,
+        decoded_from,
     })
+}
+
+/// Fails on an encoding DuckDB's CSV reader does not know, before any file is read: every
+/// file would be rejected for it.
+fn check_encoding(engine: &Engine, source: &str, encoding: &str, staging: &Path) -> Result<()> {
+    std::fs::create_dir_all(staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    let probe = staging.join("encoding-check.csv");
+    std::fs::write(&probe, "a\n1\n")
+        .with_context(|| format!("cannot write {}", probe.display()))?;
+    let known = engine
+        .query_i64(&format!(
+            "select count(*) from read_csv({}, header = true, encoding = {})",
+            literal(&probe.to_string_lossy()),
+            literal(encoding)
+        ))
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    if !known {
+        bail!(
+            "source `{source}`: `encoding = {encoding:?}` is not an encoding DuckDB's CSV reader \
+             knows (\"utf-8\", \"utf-16\", \"latin-1\", \"CP1252\", \"shift_jis\" and the others of \
+             the encodings extension); no file was read"
+        );
+    }
+    Ok(())
+}
+
+/// The encoding a CSV that is not UTF-8 is read in, when the manifest names none.
+pub const WINDOWS_1252: &str = "CP1252";
+
+fn is_utf8(encoding: &str) -> bool {
+    matches!(
+        encoding.to_ascii_lowercase().replace('_', "-").as_str(),
+        "utf-8" | "utf8"
+    )
+}
+
+/// Copies a CSV object's records to Parquet, the lines it cannot parse to `_etl_rejects`.
+fn read_csv(
+    engine: &Engine,
+    object: &ObjectInfo,
+    encoding: Option<&str>,
+    records: &Path,
+) -> Result<()> {
+    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
+    let encoding = encoding.map_or(String::new(), |e| format!(", encoding = {}", literal(e)));
+    engine.execute(&format!(
+        "copy (select * from read_csv({}, all_varchar = true, header = true, store_rejects = true, \
+         rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan'{encoding})) to {} (format parquet)",
+        literal(&object.url),
+        literal(&records.to_string_lossy())
+    ))
+}
+
+/// Whether a CSV read as UTF-8 is rather in a single-byte encoding: some of its lines are
+/// not UTF-8, and none of the lines read holds a character beyond ASCII (a UTF-8 file
+/// with a few broken lines keeps its good ones as they are).
+fn not_utf8(engine: &Engine, records: &Path) -> Result<bool> {
+    let invalid = engine
+        .query_i64("select count(*) from _etl_rejects where error_type = 'INVALID ENCODING'")?;
+    if invalid == 0 {
+        return Ok(false);
+    }
+    let beyond_ascii = engine.query_i64(&format!(
+        "select count(*) from read_parquet({}) as t \
+         where regexp_matches(concat_ws('', *columns(*)), '[^\\x00-\\x7F]')",
+        literal(&records.to_string_lossy())
+    ))?;
+    Ok(beyond_ascii == 0)
 }
 
 pub enum Probe {
@@ -600,6 +706,7 @@ fn load(
                 format,
                 records,
                 rejects,
+                ..
             } => {
                 let ready = match choose_layout(engine, files, records)? {
                     Err(reason) => Err(reason),
@@ -659,9 +766,14 @@ fn load(
                     String::new()
                 };
                 log::info!("  {}: {rows} rows{note}", object.key);
+                let decoded_from = match &staged.state {
+                    Staged::Data { decoded_from, .. } => decoded_from.clone(),
+                    _ => None,
+                };
                 Outcome::Loaded {
                     rows,
                     rejected_rows,
+                    decoded_from,
                 }
             }
         };
@@ -680,7 +792,11 @@ fn load(
 
 /// What reading an object came to, as the ledger records it.
 enum Outcome {
-    Loaded { rows: i64, rejected_rows: i64 },
+    Loaded {
+        rows: i64,
+        rejected_rows: i64,
+        decoded_from: Option<String>,
+    },
     Empty,
     Rejected(String),
 }
@@ -697,17 +813,24 @@ fn record(
     let mut keys = Vec::new();
     let mut rows_sql = Vec::new();
     for (object, outcome) in outcomes {
-        let (rows, rejected_rows, status, error) = match outcome {
+        let (rows, rejected_rows, status, error, encoding) = match outcome {
             Outcome::Loaded {
                 rows,
                 rejected_rows,
-            } => (*rows, *rejected_rows, "loaded", None),
-            Outcome::Empty => (0, 0, "empty", None),
-            Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str())),
+                decoded_from,
+            } => (
+                *rows,
+                *rejected_rows,
+                "loaded",
+                None,
+                decoded_from.as_deref(),
+            ),
+            Outcome::Empty => (0, 0, "empty", None, None),
+            Outcome::Rejected(reason) => (0, 0, "rejected", Some(reason.as_str()), None),
         };
         keys.push(literal(&object.key));
         rows_sql.push(format!(
-            "({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error})",
+            "({s}, {k}, {etag}, {size}, try_cast({lm} as timestamptz), {run}, {rows}, {rejected_rows}, {status}, {error}, {encoding})",
             s = literal(source),
             k = literal(&object.key),
             etag = literal(&object.etag),
@@ -716,11 +839,13 @@ fn record(
             run = literal(run_id),
             status = literal(status),
             error = error.map_or("null::varchar".to_string(), literal),
+            encoding = encoding.map_or("null::varchar".to_string(), literal),
         ));
     }
     engine.execute(&format!(
         "delete from etl.file_ledger where source = {s} and list_contains([{keys}], object_key);
-         insert into etl.file_ledger values {rows};",
+         insert into etl.file_ledger (source, object_key, etag, size, last_modified, run_id, \
+         rows, rejected_rows, status, error, encoding) values {rows};",
         s = literal(source),
         keys = keys.join(", "),
         rows = rows_sql.join(",\n"),

@@ -25,6 +25,7 @@ impl FolderStore<'_> {
         FileSettings {
             layouts: folder.layouts.clone(),
             on_bad_file: folder.on_bad_file,
+            encoding: folder.encoding.clone(),
         }
     }
 }

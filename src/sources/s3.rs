@@ -23,6 +23,7 @@ impl S3Store<'_> {
         FileSettings {
             layouts: s3.layouts.clone(),
             on_bad_file: s3.on_bad_file,
+            encoding: s3.encoding.clone(),
         }
     }
 }

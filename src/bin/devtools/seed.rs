@@ -563,6 +563,7 @@ impl BucketTarget {
             table: "provider".into(),
             columns: Vec::new(),
             on_bad_file: OnBadFile::Skip,
+            encoding: None,
             layouts: Vec::new(),
         }
     }
