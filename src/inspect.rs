@@ -15,6 +15,8 @@ const ALIASES: &[(&str, &str, &str)] = &[
     ("ledger", "etl", "file_ledger"),
     ("drift", "etl", "schema_drift"),
     ("row_status", "staged", "provider_row_status"),
+    ("duplicates", "staged", "possible_duplicates"),
+    ("decisions", "etl", "steward_decisions"),
 ];
 
 /// Schemas in the order that wins a short name shared by two of them.

@@ -16,6 +16,7 @@ pub mod schema;
 pub mod sources;
 pub mod staging;
 pub mod state;
+pub mod stewards;
 pub mod transform;
 
 /// Exit codes: 0 ok, 1 a run failed, 2 bad manifest or usage.

@@ -134,6 +134,14 @@ pub fn fingerprint(manifest: &Manifest, models: &[PathBuf]) -> Result<String> {
             }
         }
     }
+    // how conflicting records are settled
+    feed(format!("trust:{:?}", manifest.identity.trust).as_bytes());
+    if let Some(decisions) = &manifest.identity.decisions {
+        feed(b"decisions:");
+        feed(&std::fs::read(decisions).with_context(|| {
+            format!("cannot read the steward decisions {}", decisions.display())
+        })?);
+    }
     for file in &files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         feed(name.as_bytes());
@@ -205,17 +213,23 @@ pub fn run(
     engine.execute("drop schema if exists work cascade;")?;
     drop_scratch(engine)?;
     load_vocabularies(engine, &manifest.vocab_dir)?;
+    // the steward decisions, as temporary tables (checked before the run started)
+    let decisions = crate::stewards::read(manifest)?;
+    crate::stewards::load(engine, manifest, &decisions, run_id)?;
     let macros = sql_files(&manifest.sql_dir.join("macros"))?;
     for file in &macros {
         engine.execute_file(file)?;
     }
     // the staging contract: every source's rows in the shape the models read
     crate::staging::create(engine, manifest)?;
+    let trust: Vec<String> = manifest.identity.trust.iter().map(|s| literal(s)).collect();
     engine.execute(&format!(
-        "set variable since_run = {}; set variable full_recompute = {}; set variable batches = {};",
+        "set variable since_run = {}; set variable full_recompute = {}; set variable batches = {}; \
+         set variable source_trust = [{}]::varchar[];",
         literal(plan.since_run.as_deref().unwrap_or("")),
         plan.full.is_some(),
-        plan.batches
+        plan.batches,
+        trust.join(", ")
     ))?;
     if plan.commits {
         // A load this large commits before the transform, so the rows it loaded are not

@@ -267,7 +267,8 @@ fn an_image_under_a_json_name_is_rejected_and_the_others_load() {
 fn one_npi_under_two_surnames_is_merged_and_flagged() {
     let (t, key, _) = run_with("name_conflict.csv");
     let detail = "rows with this NPI carry different surnames (Alan Smithee, Eve Conflict); \
-                  Eve Conflict was kept: check the NPI";
+                  Eve Conflict was published, every field from one row (files \
+                  providers/2026-11-29/name_conflict.csv row 1: trust order, then newest): check the NPI";
     assert_eq!(
                 t.query("select source, source_ref, detail from staged.dq_flags where flag = 'name_conflict' order by source"),
         vec![
@@ -275,7 +276,7 @@ fn one_npi_under_two_surnames_is_merged_and_flagged() {
             vec!["pg".to_string(), "provider".to_string(), detail.to_string()],
         ]
     );
-    // the NPI decides identity: one provider, id kept; equally complete names, the newer wins
+    // the NPI decides identity: one provider, id kept; the newer row's whole record
     assert_eq!(
         t.query("select provider_id, provider_name from omop.provider where npi = '1934567896'"),
         table("10 | Eve Conflict")
@@ -431,5 +432,74 @@ fn a_declared_encoding_is_used_and_an_unknown_one_named() {
     assert_eq!(
         t.query("select count(*) from etl.file_ledger where status = 'loaded'"),
         table("0")
+    );
+}
+
+/// Rows of one NPI that name different people are never blended into a record that
+/// matches neither: every published field comes from one row, by the manifest's trust
+/// order, then the newest.
+#[test]
+fn two_people_under_one_npi_publish_one_rows_whole_record() {
+    let t = Tenant::with_sample("blended");
+    // Alan Smithee's NPI (pg: AS107, Sports Med, City Hospital) under a shorter, newer name:
+    // field by field, his longer name would have won beside this row's id, specialty and site
+    let key = "providers/2026-11-29/wu.csv";
+    t.put(
+        key,
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+          Al Wu,555,1934567896,Neuro,Metro Med,AW555,Neurology,AW-NPI\n",
+    );
+    t.run_ok(&[]);
+    let row = "select provider_id, provider_name, npi, specialty_concept_id, care_site_id, \
+               provider_source_value, specialty_source_value from omop.provider where npi = '1934567896'";
+    assert_eq!(
+        t.query(row),
+        table("10 | Al Wu | 1934567896 | 38004458 | 3 | AW555 | Neuro")
+    );
+    assert_eq!(
+        t.query("select identity_conflict, survivor.source from staged.provider_clusters where cluster_key = 'npi:1934567896'"),
+        table("true | files")
+    );
+
+    // the tenant trusts its Postgres first: Alan Smithee's row, whole, same id
+    t.write_manifest(|m| format!("{m}\n[identity]\ntrust = [\"pg\", \"files\"]\n"));
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(row),
+        table("10 | Alan Smithee | 1934567896 | 0 | 1 | AS107 | Sports Med")
+    );
+    // both rows flagged, the detail naming the row published
+    assert_eq!(
+        t.query("select source, detail like '%Alan Smithee was published, every field from one row (pg provider row %' \
+                 from staged.dq_flags where flag = 'name_conflict' order by source"),
+        table("files | true\npg | true")
+    );
+}
+
+/// One source id sent with two NPIs: never merged, each NPI its own provider.
+#[test]
+fn one_source_id_with_two_npis_stays_two_providers_and_is_flagged() {
+    let t = Tenant::with_sample("two_npis");
+    let key = "providers/2026-11-29/lt.csv";
+    t.put(
+        key,
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+          Laura Taylor,009,1888888888,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n",
+    );
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select npi, provider_name, provider_source_value from omop.provider \
+                 where provider_source_value = 'LT010' order by npi"
+        ),
+        table("0123456789 | Laura Taylor | LT010\n1888888888 | Laura Taylor | LT010")
+    );
+    assert_eq!(
+        t.query("select source, source_ref, source_row, detail from staged.dq_flags \
+                 where flag = 'source_id_conflict' order by all"),
+        table(&format!(
+            "files | providers/2026-11-27/providers.csv | 11 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id
+             files | {key} | 1 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id"
+        ))
     );
 }

@@ -519,6 +519,7 @@ fn verbose_runs_time_each_model() {
         "staged/provider_clusters.sql",
         "staged/provider_rows.sql",
         "staged/provider_keys.sql",
+        "staged/possible_duplicates.sql",
         "staged/quarantine.sql",
         "staged/provider_row_status.sql",
         "staged/dq_flags.sql",
@@ -730,6 +731,14 @@ fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
     assert_eq!(
         summary["counts"]["unmapped_values"].as_f64().unwrap(),
         unmapped
+    );
+    // the sample's two planted pairs, in the summary and the metrics alike
+    let pairs = t.query("select count(*) from staged.possible_duplicates");
+    assert_eq!(pairs, table("2"));
+    assert_eq!(sample(&scrape, tenant, "etl_possible_duplicates", &[]), 2.0);
+    assert_eq!(
+        summary["counts"]["possible_duplicates"].as_f64().unwrap(),
+        2.0
     );
     let drift = t.query("select count(*) from etl.schema_drift");
     assert_eq!(

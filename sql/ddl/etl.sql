@@ -154,3 +154,18 @@ create table if not exists etl.state_audit (
     action        varchar not null,
     detail        varchar
 );
+
+-- The steward decisions of the tenant's file (`identity.decisions`): each with the run it
+-- came into force in, and the run it was withdrawn in (removed from the file).
+create table if not exists etl.steward_decisions (
+    file              varchar not null,
+    line              bigint not null,
+    decision          varchar not null,          -- merge | keep_apart | npi_belongs_to
+    provider_id       integer,
+    other_provider_id integer,
+    npi               varchar,
+    name              varchar,
+    note              varchar,
+    run_id            varchar not null,
+    withdrawn_run_id  varchar
+);

@@ -310,6 +310,8 @@ pub(super) fn compile(
         })
         .collect();
 
+    let identity = identity(&wire.identity, &sources, &base, problems);
+
     Some(Manifest {
         path: path.to_path_buf(),
         tenant,
@@ -322,6 +324,7 @@ pub(super) fn compile(
         sources,
         steps,
         retry,
+        identity,
         files: vec![path.to_path_buf()],
         origins: None,
         literal_secrets,
@@ -527,4 +530,53 @@ fn compile_maps(
         }
     }
     out
+}
+
+/// `[identity]`: the trust order names sources of this manifest; the decisions file exists.
+fn identity(
+    wire: &super::wire::IdentityWire,
+    sources: &[Source],
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> super::Identity {
+    let mut trust = Vec::new();
+    for name in wire.trust.iter().flat_map(|t| t.get_ref()) {
+        if !sources.iter().any(|s| &s.name == name.get_ref()) {
+            problems.push(Problem::new(
+                Some(name.span()),
+                format!(
+                    "`identity.trust`: no source named {:?} (sources: {})",
+                    name.get_ref(),
+                    sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        } else if trust.contains(name.get_ref()) {
+            problems.push(Problem::new(
+                Some(name.span()),
+                format!("`identity.trust`: {:?} is listed twice", name.get_ref()),
+            ));
+        } else {
+            trust.push(name.get_ref().clone());
+        }
+    }
+    let decisions = wire.decisions.as_ref().and_then(|d| {
+        let file = normalize(&base.join(d.get_ref()));
+        if file.is_file() {
+            Some(file)
+        } else {
+            problems.push(Problem::new(
+                Some(d.span()),
+                format!(
+                    "`identity.decisions`: file {} does not exist",
+                    file.display()
+                ),
+            ));
+            None
+        }
+    });
+    super::Identity { trust, decisions }
 }

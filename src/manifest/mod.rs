@@ -42,6 +42,7 @@ pub struct Manifest {
     pub sources: Vec<Source>,
     pub steps: Vec<Step>,
     pub retry: RetryPolicy,
+    pub identity: Identity,
     /// The files the manifest was read from: itself, then the base it extends.
     pub files: Vec<PathBuf>,
     /// A manifest that extends a base: the tenant's file and text, the base's; problems
@@ -52,6 +53,16 @@ pub struct Manifest {
     /// The text the manifest was parsed from (with a base, the merged text), so that checks
     /// made later (a mapping against its source) can point at a line.
     pub text: String,
+}
+
+/// How conflicting provider records are settled (`[identity]`).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Source names, most trusted first: under one NPI, rows naming different people
+    /// publish the whole record of the most trusted source's newest row.
+    pub trust: Vec<String>,
+    /// The tenant's steward decisions (a CSV); None: none.
+    pub decisions: Option<PathBuf>,
 }
 
 /// Raw rows per transform batch unless the manifest says otherwise: a batch of 2M rows

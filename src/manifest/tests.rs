@@ -391,7 +391,7 @@ fn the_reference_manifest_parses_and_names_every_key() {
         }
     };
     assert_eq!(accepted("tenant = \"t\""), top, "top-level keys");
-    for table in ["paths", "engine", "retry"] {
+    for table in ["paths", "engine", "retry", "identity"] {
         assert_eq!(
             accepted(&format!("tenant = \"t\"\n[{table}]")),
             keys_of(&reference[table]),

@@ -20,6 +20,16 @@ pub(super) struct ManifestWire {
     pub(super) steps: Vec<Spanned<StepWire>>,
     #[serde(default)]
     pub(super) retry: RetryWire,
+    #[serde(default)]
+    pub(super) identity: IdentityWire,
+}
+
+/// `[identity]`: how conflicting provider records are settled.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdentityWire {
+    pub(super) trust: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) decisions: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

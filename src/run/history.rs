@@ -93,6 +93,8 @@ pub struct Counts {
     pub quarantine: Vec<(String, i64)>,
     pub unmapped: i64,
     pub drift: i64,
+    /// Pairs of providers listed for a steward's review.
+    pub possible_duplicates: i64,
 }
 
 /// The flags whose values no vocabulary line maps.
@@ -133,6 +135,10 @@ pub fn read_counts(engine: &Engine, run_id: &str) -> Result<Counts> {
         counts.quarantine = grouped(
             "select rule_id, count(*)::varchar from staged.quarantine group by rule_id order by rule_id",
         )?;
+    }
+    if exists("possible_duplicates")? {
+        counts.possible_duplicates =
+            engine.query_i64("select count(*) from staged.possible_duplicates")?;
     }
     counts.drift = engine.query_i64(&format!(
         "select count(*) from etl.schema_drift where run_id = {}",

@@ -200,6 +200,13 @@ fn render(tenant: &str, s: &Snapshot<'_>) -> String {
             "Columns missing from or added to the files the last run read.",
             &one(counts.drift as f64),
         );
+        family(
+            &mut out,
+            tenant,
+            "etl_possible_duplicates",
+            "Pairs of providers that are probably one person, waiting for a steward.",
+            &one(counts.possible_duplicates as f64),
+        );
     }
     out
 }

@@ -282,6 +282,9 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         log::warn!("{warning}");
     }
     let engine = open_lake(manifest)?;
+    // Steward decisions that cannot be honoured stop the run before it starts.
+    let decisions = crate::stewards::read(manifest)?;
+    crate::stewards::check(&engine, manifest, &decisions)?;
     // Holding the lock, nothing else uses the staging area: a killed run's leftovers go.
     let _ = std::fs::remove_dir_all(manifest.lake_dir.join("staging"));
     let run_id = new_run_id();

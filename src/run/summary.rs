@@ -48,6 +48,7 @@ pub fn write(
             "quarantine": by(&c.quarantine),
             "unmapped_values": c.unmapped,
             "schema_drift": c.drift,
+            "possible_duplicates": c.possible_duplicates,
         })),
         "outputs": report.outputs.iter().map(|(table, rows, file)| serde_json::json!({
             "table": table, "rows": rows, "file": file.display().to_string(),

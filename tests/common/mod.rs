@@ -216,6 +216,7 @@ sql = [
     "staged/provider_clusters.sql",
     "staged/provider_rows.sql",
     "staged/provider_keys.sql",
+    "staged/possible_duplicates.sql",
     "staged/quarantine.sql",
     "staged/provider_row_status.sql",
     "staged/dq_flags.sql",
@@ -632,7 +633,8 @@ pub fn assert_no_secret_anywhere(t: &Tenant, outputs: &[&Output], expected: &str
 }
 
 /// Everything the transform decides, without run ids: the OMOP tables, the quarantine, the
-/// flags, each row's fate, the clusters and the last run's reconciliation.
+/// flags, each row's fate, the clusters, the possible duplicates and the last run's
+/// reconciliation.
 pub fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
     [
         "select * from omop.provider order by all",
@@ -643,6 +645,7 @@ pub fn decisions(t: &Tenant) -> Vec<Vec<Vec<String>>> {
         "select * from staged.dq_flags order by all",
         "select * from staged.provider_row_status order by all",
         "select * from staged.provider_clusters order by all",
+        "select * from staged.possible_duplicates order by all",
         "select * exclude (run_id) from etl.reconciliation \
          where run_id = (select max(run_id) from etl.reconciliation) order by all",
         "select * exclude (first_run_id) from etl.provider_keys order by all",

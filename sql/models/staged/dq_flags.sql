@@ -76,21 +76,45 @@ provider_findings as (
       and try_cast(regexp_extract(source_id, '(\d+)$', 1) as integer)
           <> try_cast(client_provider_id as integer)
         union all
-    -- One NPI, two people? Every row of an NPI whose rows carry different surnames.
+    -- One NPI (or one source id), two people? Every row of a provider whose rows carry
+    -- different surnames; the provider is the whole record of one row, never a blend.
     select m.source, m.source_ref, m.source_row, 'name_conflict', m.name_sent,
-           'rows with this NPI carry different surnames (' || conflicts.names || '); '
-               || c.provider_name || ' was kept: check the NPI'
+           'rows with this ' || if(m.cluster_key like 'npi:%', 'NPI', 'source id')
+               || ' carry different surnames (' || conflicts.names || '); '
+               || c.provider_name || ' was published, every field from one row ('
+               || c.survivor.source || ' ' || c.survivor.source_ref || ' row '
+               || c.survivor.source_row || ': '
+               || if(c.steward_line is null,
+                     'trust order, then newest): check the '
+                         || if(m.cluster_key like 'npi:%', 'NPI', 'source id'),
+                     'the steward decision on line ' || c.steward_line || ')')
     from temp.cluster_rows as m
     join (
         select cluster_key,
                array_to_string(list_sort(list_distinct(list(person_name))), ', ') as names
         from temp.cluster_rows
-        where cluster_key like 'npi:%' and name_key is not null
+        where name_key is not null
         group by cluster_key
-        having count(distinct etl_surname(name_key)) > 1
+        having min(surname) <> max(surname)
     ) as conflicts on conflicts.cluster_key = m.cluster_key
     join temp.clusters as c on c.cluster_key = m.cluster_key
     where m.name_key is not null
+    union all
+    -- One source id, two NPIs: each NPI is its own provider; the id's rows without an NPI
+    -- are a provider of their own, under the source id.
+    select m.source, m.source_ref, m.source_row, 'source_id_conflict', m.source_id_sent,
+           'source id ' || m.source_id || ' is sent with different NPIs (' || ids.npis
+               || '): never merged; each NPI is its own provider, rows without an NPI are kept under the source id'
+    from temp.cluster_rows as m
+    join (
+        select source_id,
+               array_to_string(list_sort(list_distinct(list(npi))), ', ') as npis
+        from staged.provider_rows
+        semi join (select distinct source_id from temp.cluster_rows) as touched using (source_id)
+        where npi is not null
+        group by source_id
+        having min(npi) <> max(npi)
+    ) as ids on ids.source_id = m.source_id
 
     -- (merged rows are not flagged: staged.provider_row_status says which provider each
     -- row was merged into)

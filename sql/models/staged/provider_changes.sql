@@ -93,6 +93,7 @@ derived as (
     select
         cleaned.* exclude (person_name_again),
         etl_key(person_name_again) as name_key,
+        etl_surname(etl_key(person_name_again)) as surname,
         etl_word_letters(person_name_again) as name_completeness,
         etl_npi_digits_problem(npi_digits) as npi_problem
     from (select *, etl_person_name(person_name) as person_name_again from cleaned) as cleaned

@@ -1,6 +1,7 @@
 -- Which rows are one real provider. A row's cluster key is its NPI (10 digits), else the NPI
--- its source id is seen with elsewhere (in any source), else its source id. Rows with
--- neither NPI nor source id have no key and are quarantined.
+-- its source id is seen with elsewhere (in any source), else its source id; providers a
+-- steward merged share one key (etl_steward_key). Rows with neither NPI nor source id have
+-- no key and are quarantined.
 --
 -- Only the providers the changed rows touch are clustered again:
 --   temp.links             for the source ids of changed rows, the one NPI each is seen with
@@ -37,12 +38,12 @@ having min(npi) = max(npi);
 create or replace temp table affected_clusters as
 select cluster_key from temp.gone_rows where cluster_key is not null
 union
-select etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi)
+select etl_steward_key(etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi))
 from temp.new_rows
 left join temp.links on links.source_id = new_rows.source_id
 where new_rows.npi is not null or new_rows.source_id is not null
 union
-select unnest([rows.cluster_key, etl_cluster_key(rows.npi, rows.source_id, links.npi)])
+select unnest([rows.cluster_key, etl_steward_key(etl_cluster_key(rows.npi, rows.source_id, links.npi))])
 from staged.provider_rows as rows
 anti join temp.gone_rows using (source, source_ref, source_row)
 left join temp.links on links.source_id = rows.source_id
@@ -51,7 +52,7 @@ where rows.source_id in (select source_id from temp.touched_source_ids);
 create or replace temp table cluster_rows as
 select
     new_rows.*,
-    etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi) as cluster_key
+    etl_steward_key(etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi)) as cluster_key
 from temp.new_rows
 left join temp.links on links.source_id = new_rows.source_id
 union all by name
@@ -60,7 +61,7 @@ select
     rows.* exclude (cluster_key),
     case
         when rows.source_id in (select source_id from temp.touched_source_ids)
-            then etl_cluster_key(rows.npi, rows.source_id, links.npi)
+            then etl_steward_key(etl_cluster_key(rows.npi, rows.source_id, links.npi))
         else rows.cluster_key
     end as cluster_key
 from (

@@ -1,0 +1,122 @@
+-- Providers that share no identifier but are probably one person, for a steward to review
+-- (docs/data-quality.md#possible-duplicates). Never merged automatically: a steward decides
+-- (merge or keep_apart in the tenant's decisions file).
+--
+-- Blocking keeps it near-linear: only providers that share a block are compared, a block
+-- being (first name, surname initial) or (surname, first-name initial), so "Jane S." meets
+-- "Jane Smith" and "Johnathan Doe" meets "John Doe". A block of more than 50 providers (a
+-- common name) is not compared: its pairs would be too many to review anyway.
+--
+-- Score: the Jaro-Winkler similarity of the two names' keys (at least 0.9 when initials
+-- fit: "Jane S." and "Jane Smith"), + 0.03 for each of same specialty, same care site and
+-- related source ids (the same letters before the digits), - 0.05 when both have an NPI and
+-- they differ. A pair is listed when the names are at least 0.88 alike and the score is at
+-- least 0.85.
+--
+-- The pairs of the affected providers are computed again, against every provider.
+-- etl:materialize staged.possible_duplicates from temp.possible_duplicates
+-- etl:replace where cluster_a in (select cluster_key from temp.affected_clusters) or cluster_b in (select cluster_key from temp.affected_clusters)
+create or replace temp table possible_duplicates as
+with
+
+providers as (
+    select
+        clusters.cluster_key, keys.provider_id, clusters.provider_name, clusters.name_key,
+        clusters.surname, split_part(clusters.name_key, ' ', 1) as first_name, clusters.npi,
+        clusters.specialty.specialty_source_value as specialty,
+        clusters.specialty.specialty_concept_id as specialty_concept_id,
+        clusters.care_site_id, clusters.provider_source_value as source_id,
+        'f:' || split_part(clusters.name_key, ' ', 1) || '|' || left(clusters.surname, 1) as block_first,
+        'l:' || clusters.surname || '|' || left(clusters.name_key, 1) as block_last
+    from staged.provider_clusters as clusters
+    join etl.provider_keys as keys on keys.key = clusters.cluster_key
+    where clusters.provider_name is not null and contains(clusters.name_key, ' ')
+),
+
+touched as (
+    select * from providers semi join temp.affected_clusters using (cluster_key)
+),
+
+blocks as (
+    -- the blocks of the touched providers, with their size
+    select block, count(*) as size
+    from (
+        select block_first as block from providers
+        semi join (select distinct block_first from touched) as t using (block_first)
+        union all
+        select block_last from providers
+        semi join (select distinct block_last from touched) as t using (block_last)
+    )
+    group by block
+),
+
+pairs as (
+    select distinct least(a, b) as cluster_a, greatest(a, b) as cluster_b
+    from (
+        select t.cluster_key as a, p.cluster_key as b
+        from touched as t
+        join providers as p on p.block_first = t.block_first and p.cluster_key <> t.cluster_key
+        where t.block_first in (select block from blocks where size <= 50)
+        union all
+        select t.cluster_key, p.cluster_key
+        from touched as t
+        join providers as p on p.block_last = t.block_last and p.cluster_key <> t.cluster_key
+        where t.block_last in (select block from blocks where size <= 50)
+    )
+),
+
+compared as (
+    select
+        pairs.cluster_a, pairs.cluster_b,
+        a.provider_id as provider_a, b.provider_id as provider_b,
+        a.provider_name as name_a, b.provider_name as name_b,
+        jaro_winkler_similarity(a.name_key, b.name_key) as similarity,
+        (a.first_name = b.first_name
+            and ((length(a.surname) = 1 and starts_with(b.surname, a.surname))
+                 or (length(b.surname) = 1 and starts_with(a.surname, b.surname))))
+        or (a.surname = b.surname
+            and ((length(a.first_name) = 1 and starts_with(b.first_name, a.first_name))
+                 or (length(b.first_name) = 1 and starts_with(a.first_name, b.first_name))))
+            as initials_fit,
+        coalesce(a.specialty_concept_id <> 0 and a.specialty_concept_id = b.specialty_concept_id
+                 or etl_match_key(a.specialty) = etl_match_key(b.specialty), false) as same_specialty,
+        coalesce(a.care_site_id = b.care_site_id, false) as same_site,
+        coalesce(nullif(regexp_extract(a.source_id, '^[A-Z]+'), '')
+                     = regexp_extract(b.source_id, '^[A-Z]+'), false) as related_ids,
+        coalesce(a.npi <> b.npi, false) as different_npis,
+        a.specialty, a.care_site_id, a.source_id as source_id_a, b.source_id as source_id_b,
+        a.npi as npi_a, b.npi as npi_b
+    from pairs
+    join providers as a on a.cluster_key = pairs.cluster_a
+    join providers as b on b.cluster_key = pairs.cluster_b
+    -- sharing an identifier is not "no identifier in common" (source_id_conflict says it)
+    where a.source_id is distinct from b.source_id
+),
+
+scored as (
+    select
+        *,
+        if(initials_fit, greatest(similarity, 0.9), similarity) as name_score,
+        round(least(1.0, greatest(0.0,
+            if(initials_fit, greatest(similarity, 0.9), similarity)
+            + 0.03 * same_specialty::integer + 0.03 * same_site::integer
+            + 0.03 * related_ids::integer - 0.05 * different_npis::integer)), 3) as score
+    from compared
+)
+
+select
+    cluster_a, cluster_b, provider_a, provider_b, name_a, name_b, score,
+    list_filter([
+        'names ' || round(similarity, 2) || ' alike (Jaro-Winkler)',
+        if(initials_fit, 'initials fit', null),
+        if(same_specialty, 'same specialty: ' || specialty, null),
+        if(same_site, 'same care site: ' || care_site_id, null),
+        if(related_ids, 'related source ids: ' || source_id_a || ', ' || source_id_b, null),
+        if(different_npis, 'against: different NPIs ' || npi_a || ', ' || npi_b, null)
+    ], e -> e is not null) as evidence
+from scored
+-- a steward said they are two people
+anti join temp.steward_apart as apart
+    on apart.provider_a = least(scored.provider_a, scored.provider_b)
+   and apart.provider_b = greatest(scored.provider_a, scored.provider_b)
+where name_score >= 0.88 and score >= 0.85;
