@@ -52,6 +52,7 @@ demo: up seed
     @echo "Files:  lake/<tenant>/omop/current/provider.parquet, lake/<tenant>/omop/current/care_site.parquet"
     @echo "Open:   {{duckdb}} -c \"select * from 'lake/beta/omop/current/provider.parquet'\""
     @echo "Lake:   {{duckdb}} lake/acme/lake.duckdb   (raw, stg, staged, omop, etl schemas)"
+    @echo "Report: $(ls lake/acme/runs/*.html | tail -n1)   (one page per run: open it in a browser)"
 
 # Run every test against real Postgres and S3; the services are stopped afterwards.
 test: up

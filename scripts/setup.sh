@@ -83,4 +83,18 @@ else
   say "cron: present"
 fi
 
+# 6. Chromium and its WebDriver (Debian packages; need root), which the tests use to render
+#    `etl report`'s page in a real browser. The pipeline itself does not need them.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver (Debian packages) for the report's browser test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  else
+    say "chromium is missing: install chromium and chromium-driver to run the report's browser test"
+  fi
+else
+  say "chromium: present"
+fi
+
 say "ready: $tools"

@@ -86,6 +86,17 @@ pub enum Command {
     /// Rebuild a lost or corrupt lake (lake.duckdb) from the current published outputs'
     /// key maps: the next run reads the sources again and keeps every id.
     Restore { manifest: PathBuf },
+    /// Write the HTML page of a run (the last unless --run names one): reconciliation over
+    /// recent runs, quarantine, flags, unmapped values, drift and possible duplicates.
+    Report {
+        manifest: PathBuf,
+        /// The run (an id from `etl runs`).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Where to write the page (default: <lake>/runs/<run id>.html).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Show a tenant's recent runs.
     Runs {
         manifest: PathBuf,
@@ -243,6 +254,16 @@ pub fn main(cli: Cli) -> Result<()> {
             let m = Manifest::load(&manifest)?;
             let _lock = run::lock(&m)?;
             say!("{}", run::restore(&m)?);
+            Ok(())
+        }
+        Command::Report {
+            manifest,
+            run,
+            output,
+        } => {
+            let m = Manifest::load(&manifest)?;
+            let file = crate::report::command(&m, run.as_deref(), output.as_deref())?;
+            sayln!("{}", file.display());
             Ok(())
         }
         Command::Runs { manifest, limit } => {

@@ -229,6 +229,7 @@ fn value_to_string(value: duckdb::types::Value) -> Option<String> {
         V::UBigInt(v) => v.to_string(),
         V::Float(v) => v.to_string(),
         V::Double(v) => v.to_string(),
+        V::Decimal(d) => d.to_string(),
         V::Text(s) => s,
         other => format!("{other:?}"),
     })

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod privacy;
 pub mod progress;
 pub mod publish;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod schedule;

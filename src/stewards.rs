@@ -135,37 +135,38 @@ fn parse(file: &Path) -> Result<Vec<Line>> {
                 )
             })
         };
-        let decision =
-            match get("decision").as_str() {
-                "merge" | "keep_apart" => {
-                    let (a, b) = (id("provider_id")?, id("other_provider_id")?);
-                    if a == b {
-                        return Err(at(line, format!("provider {a} is named twice")));
-                    }
-                    if get("decision") == "merge" {
-                        Decision::Merge(a, b)
-                    } else {
-                        Decision::KeepApart(a, b)
-                    }
+        let decision = match get("decision").as_str() {
+            "merge" | "keep_apart" => {
+                let (a, b) = (id("provider_id")?, id("other_provider_id")?);
+                if a == b {
+                    return Err(at(line, format!("provider {a} is named twice")));
                 }
-                "npi_belongs_to" => {
-                    let npi = get("npi");
-                    if npi.len() != 10 || !npi.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(at(line, format!("`npi` must be 10 digits, not {npi:?}")));
-                    }
-                    let name = get("name");
-                    if name.is_empty() {
-                        return Err(at(line, "`name` is empty: whose NPI is it?".to_string()));
-                    }
-                    Decision::NpiBelongsTo { npi, name }
+                if get("decision") == "merge" {
+                    Decision::Merge(a, b)
+                } else {
+                    Decision::KeepApart(a, b)
                 }
-                other => return Err(at(
+            }
+            "npi_belongs_to" => {
+                let npi = get("npi");
+                if npi.len() != 10 || !npi.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(at(line, format!("`npi` must be 10 digits, not {npi:?}")));
+                }
+                let name = get("name");
+                if name.is_empty() {
+                    return Err(at(line, "`name` is empty: whose NPI is it?".to_string()));
+                }
+                Decision::NpiBelongsTo { npi, name }
+            }
+            other => {
+                return Err(at(
                     line,
                     format!(
                         "{other:?} is not a decision: expected merge, keep_apart or npi_belongs_to"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         lines.push(Line {
             line,
             decision,

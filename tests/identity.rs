@@ -32,7 +32,7 @@ fn possible_duplicates_are_listed_with_their_evidence_and_never_merged() {
         t.query(PAIRS),
         table(
             " 5 | 13 | John Doe   | Johnathan Doe | 0.903 | names 0.92 alike (Jaro-Winkler); related source ids: JD001, JD003; against: different NPIs 1234567890, 3456789012
-             11 | 19 | Jane Smith | Jane S.       | 0.98  | names 0.92 alike (Jaro-Winkler); initials fit; same specialty: Peds; related source ids: JS002, JS004"
+             11 | 19 | Jane Smith | Jane S.       | 0.980 | names 0.92 alike (Jaro-Winkler); initials fit; same specialty: Peds; related source ids: JS002, JS004"
         )
     );
     assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));

@@ -8,6 +8,8 @@ mod lock;
 pub mod metrics;
 mod summary;
 
+pub use summary::without_input as summary_without_input;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -137,6 +139,15 @@ fn write_metrics(
     };
     if let Err(e) = metrics::write(manifest, &snapshot) {
         log::warn!("cannot write the metrics file: {e:#}");
+    }
+}
+
+/// The run's page beside its summary (`etl report`); a page that cannot be written is a
+/// warning, never the run's failure.
+fn write_report(engine: &Engine, manifest: &Manifest, run_id: &str) {
+    match crate::report::write(engine, manifest, run_id, None) {
+        Ok(file) => log::debug!("report: {}", file.display()),
+        Err(e) => log::warn!("cannot write the run's report: {e:#}"),
     }
 }
 
@@ -353,6 +364,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
                 Some(&counts),
                 fingerprint.as_deref(),
             )?;
+            write_report(&engine, manifest, &report.run_id);
             write_metrics(
                 manifest,
                 &report,
@@ -394,6 +406,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
             ) {
                 log::warn!("cannot write the run summary: {e:#}");
             }
+            write_report(&engine, manifest, &report.run_id);
             write_metrics(
                 manifest,
                 &report,

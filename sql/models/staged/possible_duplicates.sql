@@ -100,7 +100,8 @@ scored as (
         round(least(1.0, greatest(0.0,
             if(initials_fit, greatest(similarity, 0.9), similarity)
             + 0.03 * same_specialty::integer + 0.03 * same_site::integer
-            + 0.03 * related_ids::integer - 0.05 * different_npis::integer)), 3) as score
+            + 0.03 * related_ids::integer - 0.05 * different_npis::integer)), 3)::decimal(4, 3)
+            as score
     from compared
 )
 
