@@ -40,7 +40,7 @@ fn every_readme_command_runs_as_written() {
     let _guard = common::CrontabGuard::save();
     let scratch = tempfile::tempdir().unwrap();
     let repo = common::repo();
-    for shared in ["sql", "vocab", ".tools", "fixtures"] {
+    for shared in ["sql", "vocab", "stewards", ".tools", "fixtures"] {
         std::os::unix::fs::symlink(repo.join(shared), scratch.path().join(shared)).unwrap();
     }
     std::fs::create_dir(scratch.path().join("pipelines")).unwrap();

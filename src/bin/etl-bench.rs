@@ -149,7 +149,7 @@ fn run(args: Args) -> Result<()> {
     }
     let incremental = run_etl(&etl, &manifest, lake)?;
 
-    for (title, stages, floors) in [
+    for (title, run, floors) in [
         (
             "cold run (everything new)",
             &cold,
@@ -161,6 +161,7 @@ fn run(args: Args) -> Result<()> {
             [None, None],
         ),
     ] {
+        let stages = &run.stages;
         println!("{title}");
         println!(
             "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}",
@@ -188,10 +189,15 @@ fn run(args: Args) -> Result<()> {
             total = (total.0 + s.wall, total.1 + s.cpu, f64::max(total.2, s.rss));
         }
         println!(
-            "  {:<18} {:>8.2} {:>8.2} {:>9.0}\n",
+            "  {:<18} {:>8.2} {:>8.2} {:>9.0}",
             "total", total.0, total.1, total.2
         );
+        println!(
+            "  possible duplicates (blocking, comparing): {:.2} s of the transform, {} pairs listed\n",
+            run.duplicates.0, run.duplicates.1
+        );
     }
+    let (cold, incremental) = (cold.stages, incremental.stages);
     let cold_total: f64 = cold.iter().map(|s| s.wall).sum();
     let incremental_total: f64 = incremental.iter().map(|s| s.wall).sum();
     let cold_rss = cold.iter().map(|s| s.rss).fold(0.0, f64::max);
@@ -319,9 +325,16 @@ fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<Vec<Stage>> {
+/// A run's stages, and what finding the possible duplicates cost it: (seconds over every
+/// batch, pairs listed).
+struct EtlRun {
+    stages: Vec<Stage>,
+    duplicates: (f64, i64),
+}
+
+fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
     let out = Command::new(etl)
-        .args(["-q", "run"])
+        .args(["-v", "run"])
         .arg(manifest)
         .output()
         .context("cannot run etl")?;
@@ -330,7 +343,22 @@ fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<Vec<Stage>> {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lake.join("last-run.json"))?)?;
-    Ok(summary["steps"]
+    // `-v` times each model: "  …/staged/possible_duplicates.sql (batch 1) in 0.12s"
+    let seconds: f64 = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("staged/possible_duplicates.sql (batch"))
+        .filter_map(|l| {
+            l.rsplit(" in ")
+                .next()?
+                .trim_end_matches('s')
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    let pairs = summary["counts"]["possible_duplicates"]
+        .as_i64()
+        .unwrap_or_default();
+    let stages = summary["steps"]
         .as_array()
         .context("no steps in the run summary")?
         .iter()
@@ -341,7 +369,11 @@ fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<Vec<Stage>> {
             rss: s["peak_rss_mb"].as_f64().unwrap_or_default(),
             rows: s["rows"].as_i64().unwrap_or_default(),
         })
-        .collect())
+        .collect();
+    Ok(EtlRun {
+        stages,
+        duplicates: (seconds, pairs),
+    })
 }
 
 fn num_cpus() -> usize {

@@ -19,32 +19,28 @@
 create or replace temp table possible_duplicates as
 with
 
-providers as (
+blocked as (
+    -- every named provider's two blocks (plain text: no regex over every provider per run)
     select
-        clusters.cluster_key, keys.provider_id, clusters.provider_name, clusters.name_key,
-        clusters.surname, split_part(clusters.name_key, ' ', 1) as first_name, clusters.npi,
-        clusters.specialty.specialty_source_value as specialty,
-        clusters.specialty.specialty_concept_id as specialty_concept_id,
-        clusters.care_site_id, clusters.provider_source_value as source_id,
-        'f:' || split_part(clusters.name_key, ' ', 1) || '|' || left(clusters.surname, 1) as block_first,
-        'l:' || clusters.surname || '|' || left(clusters.name_key, 1) as block_last
-    from staged.provider_clusters as clusters
-    join etl.provider_keys as keys on keys.key = clusters.cluster_key
-    where clusters.provider_name is not null and contains(clusters.name_key, ' ')
+        cluster_key,
+        'f:' || split_part(name_key, ' ', 1) || '|' || left(surname, 1) as block_first,
+        'l:' || surname || '|' || left(name_key, 1) as block_last
+    from staged.provider_clusters
+    where provider_name is not null and contains(name_key, ' ')
 ),
 
 touched as (
-    select * from providers semi join temp.affected_clusters using (cluster_key)
+    select * from blocked semi join temp.affected_clusters using (cluster_key)
 ),
 
 blocks as (
     -- the blocks of the touched providers, with their size
     select block, count(*) as size
     from (
-        select block_first as block from providers
+        select block_first as block from blocked
         semi join (select distinct block_first from touched) as t using (block_first)
         union all
-        select block_last from providers
+        select block_last from blocked
         semi join (select distinct block_last from touched) as t using (block_last)
     )
     group by block
@@ -55,14 +51,29 @@ pairs as (
     from (
         select t.cluster_key as a, p.cluster_key as b
         from touched as t
-        join providers as p on p.block_first = t.block_first and p.cluster_key <> t.cluster_key
+        join blocked as p on p.block_first = t.block_first and p.cluster_key <> t.cluster_key
         where t.block_first in (select block from blocks where size <= 50)
         union all
         select t.cluster_key, p.cluster_key
         from touched as t
-        join providers as p on p.block_last = t.block_last and p.cluster_key <> t.cluster_key
+        join blocked as p on p.block_last = t.block_last and p.cluster_key <> t.cluster_key
         where t.block_last in (select block from blocks where size <= 50)
     )
+),
+
+providers as (
+    -- the providers of the pairs, with what the comparison needs
+    select
+        clusters.cluster_key, keys.provider_id, clusters.provider_name, clusters.name_key,
+        clusters.surname, split_part(clusters.name_key, ' ', 1) as first_name, clusters.npi,
+        clusters.specialty.specialty_source_value as specialty,
+        clusters.specialty.specialty_concept_id as specialty_concept_id,
+        clusters.care_site_id, clusters.provider_source_value as source_id
+    from staged.provider_clusters as clusters
+    join etl.provider_keys as keys on keys.key = clusters.cluster_key
+    semi join (
+        select cluster_a as cluster_key from pairs union select cluster_b from pairs
+    ) as paired using (cluster_key)
 ),
 
 compared as (
