@@ -503,3 +503,50 @@ fn one_source_id_with_two_npis_stays_two_providers_and_is_flagged() {
         ))
     );
 }
+
+/// A layout's own encoding: a file whose header matches it is read in it, the source's
+/// other files as detected.
+#[test]
+fn a_layouts_encoding_is_used_for_its_files() {
+    let t = Tenant::with_sample("layout_encoding");
+    t.write_manifest(|m| {
+        let m = common::swap(
+            m,
+            "columns = [\"ProviderName\", \"ProviderID\", \"NPI\", \"Specialty\", \"SiteName\", \"SourceID\", \"SpecSource\", \"IDSource\"]",
+            "",
+        );
+        common::swap(
+            m,
+            "[sources.files.map.provider]",
+            "[sources.files.layouts.export]\n\
+             columns = [\"Name\", \"Npi\"]\n\
+             encoding = \"latin-1\"\n\
+             [sources.files.layouts.export.map.provider]\n\
+             name = \"Name\"\n\
+             npi = \"Npi\"\n\
+             [sources.files.layouts.provider]\n\
+             columns = [\"ProviderName\", \"ProviderID\", \"NPI\", \"Specialty\", \"SiteName\", \"SourceID\", \"SpecSource\", \"IDSource\"]\n\
+             [sources.files.layouts.provider.map.provider]",
+        )
+    });
+    let key = "providers/2026-11-29/export.csv";
+    t.put(key, b"Name,Npi\nJos\xe9 Export,1730000001\n");
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(&format!(
+            "select status, coalesce(error, ''), encoding from etl.file_ledger where object_key = '{key}'"
+        )),
+        table("loaded | | latin-1")
+    );
+    assert_eq!(
+        t.query("select provider_name from omop.provider where npi = '1730000001'"),
+        table("José Export")
+    );
+    // the sample's files, of the other layout, were not declared: UTF-8
+    assert_eq!(
+        t.query(
+            "select count(*) from etl.file_ledger where encoding is null and status = 'loaded'"
+        ),
+        table("3")
+    );
+}

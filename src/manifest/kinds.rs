@@ -467,6 +467,12 @@ fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Option<Str
                         name: layout.clone(),
                         table,
                         columns,
+                        encoding: l
+                            .get_ref()
+                            .encoding
+                            .as_ref()
+                            .map(|e| e.get_ref().trim().to_string())
+                            .filter(|e| !e.is_empty()),
                     }
                 })
                 .collect()
@@ -475,6 +481,7 @@ fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Option<Str
             name: table.clone(),
             table: table.clone(),
             columns: list.get_ref().iter().map(|c| c.get_ref().clone()).collect(),
+            encoding: None,
         }],
         (None, None) => {
             cx.problems.push(Problem::new(
@@ -485,6 +492,7 @@ fn file_settings(cx: &mut Cx<'_>) -> (String, Vec<String>, OnBadFile, Option<Str
                 name: table.clone(),
                 table: table.clone(),
                 columns: Vec::new(),
+                encoding: None,
             }]
         }
     };

@@ -163,6 +163,8 @@ pub struct Layout {
     pub name: String,
     pub table: String,
     pub columns: Vec<String>,
+    /// Its CSV files' encoding, when it differs from the source's.
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Clone)]

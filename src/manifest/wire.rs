@@ -130,6 +130,7 @@ source_wire! {
 pub(super) struct LayoutWire {
     pub(super) columns: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) table: Option<Spanned<String>>,
+    pub(super) encoding: Option<Spanned<String>>,
     pub(super) map: Option<Spanned<BTreeMap<String, Spanned<MapWire>>>>,
 }
 

@@ -438,7 +438,11 @@ fn fetch(
     full_refresh: bool,
     progress: &Progress,
 ) -> Result<Staging> {
-    if let Some(encoding) = &files.encoding {
+    for encoding in files
+        .encoding
+        .iter()
+        .chain(files.layouts.iter().filter_map(|l| l.encoding.as_ref()))
+    {
         check_encoding(engine, name, encoding, staging)?;
     }
     let objects = store.list().context("cannot list objects")?;
@@ -471,14 +475,7 @@ fn fetch(
                 None => Staged::Rejected(
                     "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
                 ),
-                Some(format) => match fetch_object(
-                    engine,
-                    &object,
-                    format,
-                    files.encoding.as_deref(),
-                    staging,
-                    i,
-                ) {
+                Some(format) => match fetch_object(engine, &object, format, files, staging, i) {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
@@ -510,7 +507,7 @@ fn fetch_object(
     engine: &Engine,
     object: &ObjectInfo,
     format: Format,
-    encoding: Option<&str>,
+    files: &FileSettings,
     staging: &Path,
     n: usize,
 ) -> Result<Staged> {
@@ -530,7 +527,8 @@ fn fetch_object(
             decoded_from: None,
         });
     }
-    let decoded_from = match encoding {
+    let encoding = encoding_of(engine, object, files)?;
+    let decoded_from = match encoding.as_deref() {
         Some(declared) => {
             read_csv(engine, object, Some(declared), &records)?;
             (!is_utf8(declared)).then(|| declared.to_string())
@@ -593,6 +591,30 @@ fn check_encoding(engine: &Engine, source: &str, encoding: &str, staging: &Path)
         );
     }
     Ok(())
+}
+
+/// The encoding a CSV object is declared in: its layout's, else its source's, else none
+/// (detected). The layout is known from the header, read first only when a layout declares
+/// an encoding of its own.
+fn encoding_of(
+    engine: &Engine,
+    object: &ObjectInfo,
+    files: &FileSettings,
+) -> Result<Option<String>> {
+    if files.layouts.iter().all(|l| l.encoding.is_none()) {
+        return Ok(files.encoding.clone());
+    }
+    let encoding = files
+        .encoding
+        .as_ref()
+        .map_or(String::new(), |e| format!(", encoding = {}", literal(e)));
+    let header = engine.columns_of(&format!(
+        "select * from read_csv({}, all_varchar = true, header = true, ignore_errors = true{encoding}) limit 0",
+        literal(&object.url)
+    ))?;
+    Ok(best_layout(files, &header)
+        .and_then(|l| l.encoding.clone())
+        .or_else(|| files.encoding.clone()))
 }
 
 /// The encoding a CSV that is not UTF-8 is read in, when the manifest names none.
