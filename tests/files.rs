@@ -313,7 +313,8 @@ fn last_first_names_are_put_in_display_order_and_are_no_conflict() {
         )),
         table("WONG, AMY L. | AMY L. WONG | amy l wong")
     );
-    // Jane Smith sent as "Smith, Jane" under her NPI: the same person, no conflict
+    // Jane Smith sent as "Smith, Jane" under her NPI, and "Lee Quinn" beside "Quinn, Lee Jr."
+    // under his: the same surnames (a suffix is not one), no conflict
     assert_eq!(
         t.query("select count(*) from staged.dq_flags where flag = 'name_conflict'"),
         table("0")
