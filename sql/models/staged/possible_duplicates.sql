@@ -13,7 +13,8 @@
 -- they differ. A pair is listed when the names are at least 0.88 alike and the score is at
 -- least 0.85.
 --
--- The pairs of the affected providers are computed again, against every provider.
+-- The pairs of the affected providers are computed again, against every provider (on a
+-- full recompute, all pairs once, with the last batch).
 -- etl:materialize staged.possible_duplicates from temp.possible_duplicates
 -- etl:replace where cluster_a in (select cluster_key from temp.affected_clusters) or cluster_b in (select cluster_key from temp.affected_clusters)
 create or replace temp table possible_duplicates as
@@ -30,7 +31,13 @@ blocked as (
 ),
 
 touched as (
+    -- the providers this batch affected; on a full recompute, every provider, once, with
+    -- the last batch (not each batch against the ones before it)
     select * from blocked semi join temp.affected_clusters using (cluster_key)
+    where not getvariable('full_recompute')
+    union all
+    select * from blocked
+    where getvariable('full_recompute') and getvariable('last_batch')
 ),
 
 blocks as (
