@@ -21,6 +21,9 @@ use crate::manifest::Manifest;
 /// How many runs the reconciliation chart and the drift table go back.
 const RECENT_RUNS: usize = 30;
 
+/// The most rows a table of the page shows (the rest are counted).
+const MAX_ROWS: usize = 500;
+
 /// Writes the page of `run_id` to `<lake>/runs/<run id>.html` (or `output`).
 pub fn write(
     engine: &Engine,
@@ -113,10 +116,21 @@ fn table(
     numeric: &[usize],
     empty: &str,
 ) -> Result<String> {
-    let rows = engine.query_strings(sql)?;
+    // the first rows only, so a page stays small whatever the lake holds
+    let mut rows = engine.query_strings(&format!("{sql} limit {}", MAX_ROWS + 1))?;
     if rows.is_empty() {
         return Ok(format!("<p class=empty id={id}>{}</p>", esc(empty)));
     }
+    let more = if rows.len() > MAX_ROWS {
+        rows.truncate(MAX_ROWS);
+        let total = engine.query_i64(&format!("select count(*) from ({sql})"))?;
+        format!(
+            "<p class=more id={id}-more>The first {MAX_ROWS} of {total} rows; `etl inspect` \
+             has them all.</p>"
+        )
+    } else {
+        String::new()
+    };
     let mut html = format!("<table id={id} class=sortable><thead><tr>");
     for (i, h) in headers.iter().enumerate() {
         let class = if numeric.contains(&i) {
@@ -140,6 +154,7 @@ fn table(
         html.push_str("</tr>");
     }
     html.push_str("</tbody></table>");
+    html.push_str(&more);
     Ok(html)
 }
 
@@ -409,3 +424,50 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 });
 document.body.dataset.ready = 'yes';
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::EngineSettings;
+
+    #[test]
+    fn a_long_table_shows_its_first_rows_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = EngineSettings {
+            memory_limit: "1GB".into(),
+            threads: Some(1),
+            extension_directory: dir.path().into(),
+            keep_outputs: 1,
+            transform_batch_rows: 1,
+        };
+        let engine = Engine::open(
+            &dir.path().join("t.duckdb"),
+            &settings,
+            Redactor::new(vec![]),
+        )
+        .unwrap();
+        let html = table(
+            &engine,
+            "t",
+            "select i, 'v<' || i from range(600) as t(i) order by i",
+            &["i", "value"],
+            &[0],
+            "none",
+        )
+        .unwrap();
+        // the header row and 500 rows, values escaped, the rest counted
+        assert_eq!(html.matches("<tr>").count(), 501);
+        assert!(html.contains("<td>v&lt;499</td>") && !html.contains("v&lt;500"));
+        assert!(html.contains("The first 500 of 600 rows"), "{html}");
+        let html = table(
+            &engine,
+            "t",
+            "select 1 where false",
+            &["x"],
+            &[],
+            "nothing <here>",
+        )
+        .unwrap();
+        assert_eq!(html, "<p class=empty id=t>nothing &lt;here&gt;</p>");
+    }
+}

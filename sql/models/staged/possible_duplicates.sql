@@ -28,6 +28,8 @@ blocked as (
         'l:' || surname || '|' || left(name_key, 1) as block_last
     from staged.provider_clusters
     where provider_name is not null and contains(name_key, ' ')
+      -- (a full recompute finds the pairs once, with its last batch: nothing to read before)
+      and (not getvariable('full_recompute') or getvariable('last_batch'))
 ),
 
 touched as (
