@@ -215,6 +215,11 @@ pub fn main(cli: Cli) -> Result<()> {
                 m.sources.len(),
                 m.steps.len()
             );
+            if let Some(file) = &m.identity.decisions {
+                // read here; whether the lake knows the ids it names is checked by a run
+                let decisions = crate::stewards::read(&m)?;
+                sayln!("{}: {} steward decisions", file.display(), decisions.len());
+            }
             if !offline {
                 let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
                 for line in crate::staging::check(&m, &names)? {

@@ -232,4 +232,9 @@ fn a_decision_naming_an_unknown_provider_stops_the_run_before_it_starts() {
         "{err}"
     );
     assert_eq!(t.query("select count(*) from etl.runs"), runs);
+    // `etl validate --offline` reads the file too
+    let m = t.manifest_arg();
+    let out = t.etl(&["validate", "--offline", &m]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(":2: `other_provider_id` must be a provider id"));
 }
