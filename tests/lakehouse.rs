@@ -742,6 +742,39 @@ Jane Smythe,004,1992753880,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n",
         t.query("select provider_name, coalesce(npi, '-') from omop.provider where provider_source_value = 'JS004' order by all"),
         table("Jane S. | -\nJane Smythe | 1992753880")
     );
+
+    // Identity: a name in "Last, First" form under its NPI, a second person under another
+    // provider's NPI, and a look-alike of a provider without an identifier in common.
+    t.put(
+        "providers/2026-12-01/providers.csv",
+        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
+\"Lee, Robert\",012,3456789018,Neuro,Eastside Clinic,RL013,Neurology,RL-NPI\n\
+Eve Conflict,117,1234567800,Ortho,Metro Med,EC117,Orthopedics,EC-NPI\n\
+Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
+    );
+    check("a name reordered, two people under one NPI, a look-alike");
+    assert_eq!(
+        t.query(
+            "select flag, source, source_ref, value from staged.dq_flags \
+             where flag in ('name_reordered', 'name_conflict') order by all"
+        ),
+        // (Alice Nguyen became Nguyen-Park in the replaced object: a surname that changed is
+        // a conflict for a steward to look at, her newest row published whole)
+        table(
+            "name_conflict  | files | providers/2026-11-27/providers.csv | Kevin Garcia
+             name_conflict  | files | providers/2026-11-28/providers.csv | Dr. Alice Nguyen-Park
+             name_conflict  | files | providers/2026-11-28/providers.json | Kevin Garcia
+             name_conflict  | files | providers/2026-12-01/providers.csv | Eve Conflict
+             name_conflict  | pg    | provider                           | Alice Nguyen
+             name_reordered | files | providers/2026-12-01/providers.csv | Lee, Robert"
+        )
+    );
+    assert_eq!(
+        t.query(
+            "select name_a, name_b from staged.possible_duplicates where name_b = 'Laura Tayler'"
+        ),
+        table("Laura Taylor | Laura Tayler")
+    );
 }
 
 /// A vocabulary (or SQL) that changes makes the next transform compute every provider
