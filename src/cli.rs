@@ -573,17 +573,7 @@ pub fn summary(report: &RunReport) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(
-            &[
-                "entity",
-                "source",
-                "read",
-                "loaded",
-                "merged",
-                "quarantined",
-            ],
-            &rows,
-        ));
+        out.push_str(&table(&RECONCILIATION_HEADERS, &rows));
     }
     if !report.outputs.is_empty() {
         out.push_str("\noutputs\n");
@@ -602,6 +592,16 @@ pub fn summary(report: &RunReport) -> String {
 }
 
 /// A plain text table, numbers right-aligned.
+/// The columns a reconciliation is shown with (after a run, and in `etl report`).
+pub const RECONCILIATION_HEADERS: [&str; 6] = [
+    "entity",
+    "source",
+    "read",
+    "loaded",
+    "merged",
+    "quarantined",
+];
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {

@@ -69,7 +69,8 @@ pub fn query(manifest: &Manifest, sql: &str) -> Result<String> {
     Ok(crate::cli::table(&headers, &rows))
 }
 
-fn open(manifest: &Manifest) -> Result<Engine> {
+/// The tenant's lake, read-only; an error when it has none yet.
+pub fn open(manifest: &Manifest) -> Result<Engine> {
     let db = manifest.database_path();
     if !db.exists() {
         bail!(

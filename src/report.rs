@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::engine::{literal, Engine, Redactor};
+use crate::engine::{literal, Engine};
 use crate::manifest::Manifest;
 
 /// How many runs the reconciliation chart and the drift table go back.
@@ -49,15 +49,7 @@ pub fn write(
 /// `etl report MANIFEST [--run RUN] [--output FILE]`: the lake opened read-only; the last
 /// run unless one is named.
 pub fn command(manifest: &Manifest, run: Option<&str>, output: Option<&Path>) -> Result<PathBuf> {
-    let db = manifest.database_path();
-    if !db.exists() {
-        bail!(
-            "tenant `{}` has no lake yet ({}): run it first",
-            manifest.tenant,
-            db.display()
-        );
-    }
-    let engine = Engine::open_read_only(&db, &manifest.engine, Redactor::new(manifest.secrets()))?;
+    let engine = crate::inspect::open(manifest)?;
     let run_id = match run {
         Some(run) => run.to_string(),
         None => engine
@@ -270,14 +262,7 @@ pub fn render(engine: &Engine, manifest: &Manifest, run_id: &str) -> Result<Stri
             "select entity, source, rows_read, loaded, merged, quarantined
              from etl.reconciliation where run_id = {run} order by entity, source"
         ),
-        &[
-            "entity",
-            "source",
-            "read",
-            "loaded",
-            "merged",
-            "quarantined",
-        ],
+        &crate::cli::RECONCILIATION_HEADERS,
         &[2, 3, 4, 5],
         "This run reconciled nothing (it failed, or it did not transform).",
     )?);
@@ -428,6 +413,7 @@ document.body.dataset.ready = 'yes';
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Redactor;
     use crate::manifest::EngineSettings;
 
     #[test]

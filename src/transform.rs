@@ -298,33 +298,15 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result
     let sql = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read SQL file {}", model.display()))?;
     let materialization = Materialization::declared_in(model, &sql)?;
-    let split = |sql: &str| {
-        if commits {
+    let run = |sql: &str, failed: &dyn Fn() -> String| -> Result<()> {
+        let parts = if commits {
             statements(sql)
         } else {
             vec![sql.to_string()]
-        }
-    };
-    for part in split(&sql) {
-        let statement_started = Instant::now();
-        engine
-            .execute(&part)
-            .with_context(|| format!("SQL file {} failed", model.display()))?;
-        log::trace!(
-            "    {:.2}s {}",
-            statement_started.elapsed().as_secs_f64(),
-            first_code_line(&part)
-        );
-        if commits {
-            engine.execute("commit; begin transaction;")?;
-        }
-    }
-    if let Some(m) = &materialization {
-        for part in split(&m.sql()) {
+        };
+        for part in parts {
             let statement_started = Instant::now();
-            engine.execute(&part).with_context(|| {
-                format!("SQL file {}: writing {} failed", model.display(), m.target)
-            })?;
+            engine.execute(&part).with_context(failed)?;
             log::trace!(
                 "    {:.2}s {}",
                 statement_started.elapsed().as_secs_f64(),
@@ -334,6 +316,13 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result
                 engine.execute("commit; begin transaction;")?;
             }
         }
+        Ok(())
+    };
+    run(&sql, &|| format!("SQL file {} failed", model.display()))?;
+    if let Some(m) = &materialization {
+        run(&m.sql(), &|| {
+            format!("SQL file {}: writing {} failed", model.display(), m.target)
+        })?;
     }
     log::debug!(
         "  {} (batch {}) in {:.2}s",

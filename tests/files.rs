@@ -4,7 +4,7 @@
 mod common;
 
 use common::golden::assert_sample_outputs;
-use common::{repo, stderr, table, Tenant, NULL};
+use common::{providers_csv, repo, stderr, table, Tenant, NULL};
 
 /// A tenant whose bucket holds the sample files plus one fixture, run once.
 fn run_with(fixture: &str) -> (Tenant, String, String) {
@@ -447,8 +447,7 @@ fn two_people_under_one_npi_publish_one_rows_whole_record() {
     let key = "providers/2026-11-29/wu.csv";
     t.put(
         key,
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Al Wu,555,1934567896,Neuro,Metro Med,AW555,Neurology,AW-NPI\n",
+        &providers_csv("Al Wu,555,1934567896,Neuro,Metro Med,AW555,Neurology,AW-NPI\n"),
     );
     t.run_ok(&[]);
     let row = "select provider_id, provider_name, npi, specialty_concept_id, care_site_id, \
@@ -484,8 +483,7 @@ fn one_source_id_with_two_npis_stays_two_providers_and_is_flagged() {
     let key = "providers/2026-11-29/lt.csv";
     t.put(
         key,
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Laura Taylor,009,1888888888,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n",
+        &providers_csv("Laura Taylor,009,1888888888,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n"),
     );
     t.run_ok(&[]);
     assert_eq!(

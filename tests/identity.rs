@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::golden::PROVIDER_GOLDEN;
-use common::{decisions, same_decisions, stderr, table, Tenant};
+use common::{decisions, providers_csv, same_decisions, stderr, table, Tenant};
 
 const PAIRS: &str = "select provider_a, provider_b, name_a, name_b, score, \
                      array_to_string(evidence, '; ') from staged.possible_duplicates order by all";
@@ -60,9 +60,10 @@ fn an_incremental_run_finds_the_pairs_a_full_recompute_finds() {
     t.run_ok(&[]);
     t.put(
         "providers/2026-11-29/more.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Sarah Wilsen,031,1720000031,Dermatology,Metro Med,SW031,Dermatology,SW-NPI\n\
+        &providers_csv(
+            "Sarah Wilsen,031,1720000031,Dermatology,Metro Med,SW031,Dermatology,SW-NPI\n\
           Kevin Garcia,010,,Cardiology,City Hospital,KG099,Cardiology,KG-NPI\n",
+        ),
     );
     t.run_ok(&[]);
     let incremental = t.query(PAIRS);
@@ -133,8 +134,7 @@ fn a_steward_merge_is_honoured_with_ids_stable_across_three_runs() {
     // a third run with a new provider: it takes a new id, never 19
     t.put(
         "providers/2026-11-29/new.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Zed Newman,040,1720000040,Neuro,Metro Med,ZN040,Neurology,ZN-NPI\n",
+        &providers_csv("Zed Newman,040,1720000040,Neuro,Metro Med,ZN040,Neurology,ZN-NPI\n"),
     );
     t.run_ok(&[]);
     let third = ids(&t);
@@ -144,8 +144,7 @@ fn a_steward_merge_is_honoured_with_ids_stable_across_three_runs() {
     // a new row of Jane S.'s source id goes to the merged provider too
     t.put(
         "providers/2026-11-30/jane.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Jane S.,004,,Peds,Suburban Health,JS004,Pediatrics,JS-NPI-SHORT\n",
+        &providers_csv("Jane S.,004,,Peds,Suburban Health,JS004,Pediatrics,JS-NPI-SHORT\n"),
     );
     t.run_ok(&[]);
     assert_eq!(ids(&t), expected);
@@ -171,8 +170,7 @@ fn keep_apart_and_npi_belongs_to_are_honoured() {
     let t = Tenant::with_sample("apart");
     t.put(
         "providers/2026-11-29/wu.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Al Wu,555,1934567896,Neuro,Metro Med,AW555,Neurology,AW-NPI\n",
+        &providers_csv("Al Wu,555,1934567896,Neuro,Metro Med,AW555,Neurology,AW-NPI\n"),
     );
     t.run_ok(&[]);
     let row = "select provider_id, provider_name, provider_source_value from omop.provider \

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::golden::assert_sample_outputs;
 use common::proxy::Proxy;
-use common::{decisions, same_decisions, stderr, stdout, swap, table, Tenant};
+use common::{decisions, providers_csv, same_decisions, stderr, stdout, swap, table, Tenant};
 
 const NEW_FILE: &[u8] =
     b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
@@ -612,9 +612,10 @@ fn an_object_replaced_under_the_same_key_is_read_again_and_its_old_rows_go() {
     // the client sends day 2 again, corrected: Omar Haddad removed, Jane Smith back at Village Clinic
     t.put(
         "providers/2026-11-28/providers.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-Jane Smith,002,2345678901,Peds,Village Clinic,JS002,Pediatrics,JS-NPI\n\
+        &providers_csv(
+            "Jane Smith,002,2345678901,Peds,Village Clinic,JS002,Pediatrics,JS-NPI\n\
 Dr. Alice Nguyen,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,AN-NPI\n",
+        ),
     );
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("providers/2026-11-28/providers.csv: changed since it was read (new ETag), reading it again"), "{log}");
@@ -681,9 +682,10 @@ fn incremental_transforms_equal_a_full_recompute() {
     // two providers become one. A provider moves site, one is deleted, one is new.
     t.put(
         "providers/2026-11-29/providers.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-Jane Smith,004,2345678901,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n\
+        &providers_csv(
+            "Jane Smith,004,2345678901,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n\
 Sam Okafor,017,1000000012,Family Practice,Lakeside Lab,SO017,Family Practice,SO-NPI\n",
+        ),
     );
     t.pg()
         .batch_execute(
@@ -719,9 +721,10 @@ Sam Okafor,017,1000000012,Family Practice,Lakeside Lab,SO017,Family Practice,SO-
     // An object replaced: one provider gone from it, one name changed.
     t.put(
         "providers/2026-11-28/providers.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-Jane Smith,002,2345678901,Peds,City Hospital,JS002,Pediatrics,JS-NPI\n\
+        &providers_csv(
+            "Jane Smith,002,2345678901,Peds,City Hospital,JS002,Pediatrics,JS-NPI\n\
 Dr. Alice Nguyen-Park,014,1841293750,Int Med,Suburban Health,AN101,Internal Medicine,AN-NPI\n",
+        ),
     );
     check("object replaced");
     assert_eq!(
@@ -734,8 +737,7 @@ Dr. Alice Nguyen-Park,014,1841293750,Int Med,Suburban Health,AN101,Internal Medi
     // a provider of her own again.
     t.put(
         "providers/2026-11-30/providers.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-Jane Smythe,004,1992753880,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n",
+        &providers_csv("Jane Smythe,004,1992753880,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n"),
     );
     check("a source id linked to two NPIs");
     assert_eq!(
@@ -747,10 +749,11 @@ Jane Smythe,004,1992753880,Peds,Village Clinic,JS004,Pediatrics,JS-NPI\n",
     // provider's NPI, and a look-alike of a provider without an identifier in common.
     t.put(
         "providers/2026-12-01/providers.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-\"Lee, Robert\",012,3456789018,Neuro,Eastside Clinic,RL013,Neurology,RL-NPI\n\
+        &providers_csv(
+            "\"Lee, Robert\",012,3456789018,Neuro,Eastside Clinic,RL013,Neurology,RL-NPI\n\
 Eve Conflict,117,1234567800,Ortho,Metro Med,EC117,Orthopedics,EC-NPI\n\
 Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
+        ),
     );
     check("a name reordered, two people under one NPI, a look-alike");
     assert_eq!(
@@ -1173,8 +1176,9 @@ fn lake_connection(t: &Tenant) -> duckdb::Connection {
 }
 
 /// A lake as an older release left it (schema 1: no recorded version, `etl.runs` without
-/// the release and fingerprint of each run, a ledger without encodings) is brought up to date by the next
-/// run, every row and id intact, and decides what a lake that was never old decides.
+/// the release and fingerprint of each run, a ledger without encodings) is brought up to
+/// date by the next run, every row and id intact, and decides what a lake that was never
+/// old decides.
 #[test]
 fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
     let t = Tenant::with_sample("migrate");

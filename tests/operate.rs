@@ -795,6 +795,18 @@ fn each_run_writes_metrics_a_prometheus_parser_reads_and_the_summary_counts() {
     );
 }
 
+/// Runs etl with its standard output piped to a reader that has already gone away.
+fn with_reader_gone(t: &Tenant, args: &[&str]) -> std::process::Output {
+    let mut child = t
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 /// `etl runs M | head`: a reader that stops early ends a report quietly, never with a panic.
 #[test]
 fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
@@ -802,15 +814,8 @@ fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
     t.run_ok(&[]);
     let m = t.manifest_arg();
     for args in [vec!["runs", m.as_str()], vec!["plan", m.as_str()]] {
-        let mut child = t
-            .command(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // the reader is gone before the report writes its first line
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = with_reader_gone(&t, &args);
         let err = stderr(&out);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
@@ -818,14 +823,7 @@ fn a_report_piped_into_a_reader_that_stops_ends_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
     }
     // a run whose reader went away still finishes its work, and says so by its exit code
-    let mut child = t
-        .command(&["run", m.as_str()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = with_reader_gone(&t, &["run", m.as_str()]);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Tenant};
+use common::{providers_csv, stderr, stdout, Tenant};
 use serde_json::{json, Value};
 
 /// A headless Chromium session behind a ChromeDriver of its own.
@@ -149,6 +149,14 @@ fn post(base: &str, path: &str, body: Value) -> Value {
     value["value"].clone()
 }
 
+/// A run's reconciliation as the lake has it, in the page's order.
+fn reconciliation(t: &Tenant, run: &str) -> Vec<Vec<String>> {
+    t.query(&format!(
+        "select entity, source, rows_read, loaded, merged, quarantined \
+         from etl.reconciliation where run_id = '{run}' order by entity, source"
+    ))
+}
+
 fn last_run_id(t: &Tenant) -> String {
     t.query("select max(run_id) from etl.runs")[0][0].clone()
 }
@@ -159,9 +167,10 @@ fn the_run_report_renders_in_a_browser_with_the_lakes_figures() {
     t.run_ok(&[]);
     t.put(
         "providers/2026-11-29/more.csv",
-        b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n\
-          Sarah Wilsen,031,1720000031,Dermatology,Metro Med,SW031,Dermatology,SW-NPI\n\
+        &providers_csv(
+            "Sarah Wilsen,031,1720000031,Dermatology,Metro Med,SW031,Dermatology,SW-NPI\n\
           Ann Other,032,1720000032,Astrology,Metro Med,AO032,Astrology,AO-NPI\n",
+        ),
     );
     t.run_ok(&[]);
     let run = last_run_id(&t);
@@ -190,13 +199,7 @@ fn the_run_report_renders_in_a_browser_with_the_lakes_figures() {
     );
 
     // the same figures as the lake, table by table
-    assert_eq!(
-        browser.table("reconciliation"),
-        t.query(&format!(
-            "select entity, source, rows_read, loaded, merged, quarantined \
-             from etl.reconciliation where run_id = '{run}' order by entity, source"
-        ))
-    );
+    assert_eq!(browser.table("reconciliation"), reconciliation(&t, &run));
     assert_eq!(
         browser.table("quarantine"),
         t.query(
@@ -317,13 +320,7 @@ fn a_failed_runs_report_says_so_and_etl_report_writes_any_run() {
         browser.eval("return document.getElementById('status').textContent;"),
         json!("succeeded")
     );
-    assert_eq!(
-        browser.table("reconciliation"),
-        t.query(&format!(
-            "select entity, source, rows_read, loaded, merged, quarantined \
-             from etl.reconciliation where run_id = '{good}' order by entity, source"
-        ))
-    );
+    assert_eq!(browser.table("reconciliation"), reconciliation(&t, &good));
     let out = t.etl(&["report", &m, "--run", "19990101T000000.000000Z"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("has no run 19990101T000000.000000Z"));

@@ -307,16 +307,7 @@ fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
 
 /// CPU seconds and peak memory (MB) of the children this process has waited for.
 fn children_usage() -> (f64, f64) {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
-        return (0.0, 0.0);
-    }
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        seconds(ru.ru_utime) + seconds(ru.ru_stime),
-        ru.ru_maxrss as f64 / 1024.0,
-    )
+    etl::run::usage_of(libc::RUSAGE_CHILDREN)
 }
 
 fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {

@@ -682,3 +682,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The header of the sample's provider files.
+pub const PROVIDERS_HEADER: &str =
+    "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\n";
+
+/// A provider file as the sample's client sends it: the header, then `rows`.
+pub fn providers_csv(rows: &str) -> Vec<u8> {
+    format!("{PROVIDERS_HEADER}{rows}").into_bytes()
+}
