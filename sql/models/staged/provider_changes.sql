@@ -51,6 +51,12 @@ create or replace temp table changed_source as
 select * exclude (_batch) from temp.changed_with_batch
 where _batch = getvariable('batch');
 
+-- Each distinct name's cleansed forms (filled below, once the rows are all known).
+create or replace temp table changed_names (
+    name_sent varchar, person_name varchar, name_key varchar, surname varchar,
+    name_completeness hugeint
+);
+
 -- The cleansing, over whatever temp.changed_source holds when it is read.
 create or replace temp view provider_cleansed as
 with
@@ -77,26 +83,25 @@ specialty_concepts as (
 cleaned as (
     select
         changed.* exclude (_run_id),
-        etl_person_name(name_sent) as person_name,
+        names.person_name,
         etl_npi_digits(npi_sent) as npi_digits,
         etl_source_id(source_id_sent) as source_id,
         etl_clean_text(specialty_sent) as specialty_source_value,
-        site_keys.key as site_name_key
+        site_keys.key as site_name_key,
+        names.name_key,
+        names.surname,
+        coalesce(names.name_completeness, 0) as name_completeness
     from temp.changed_source as changed
     left join sent_keys as site_keys on site_keys.value = changed.site_name_sent
+    left join temp.changed_names as names on names.name_sent = changed.name_sent
 ),
 
 derived as (
-    -- from the cleaned values, so each cleansing rule runs once per row; the name's key
-    -- and completeness are those of etl_name_key(person_name) and
-    -- etl_name_completeness(person_name), with the name cleansed again only once for both
+    -- from the cleaned values, so each cleansing rule runs once per row
     select
-        cleaned.* exclude (person_name_again),
-        etl_key(person_name_again) as name_key,
-        etl_surname(etl_key(person_name_again)) as surname,
-        etl_word_letters(person_name_again) as name_completeness,
+        cleaned.*,
         etl_npi_digits_problem(npi_digits) as npi_problem
-    from (select *, etl_person_name(person_name) as person_name_again from cleaned) as cleaned
+    from cleaned
 ),
 
 specialty_mapped as (
@@ -149,6 +154,25 @@ semi join (
       and not getvariable('full_recompute')
 ) as resited using (source, source_ref, source_row)
 anti join temp.changed_source as changed using (source, source_ref, source_row);
+
+-- Each distinct name sent is cleansed once (names repeat across sources and days). The
+-- name's key and completeness are those of etl_name_key(person_name) and
+-- etl_name_completeness(person_name): the display form cleansed again, so that a name sent
+-- as "Last, First" keys like the same name sent in display order. Cleansing the cleansed
+-- form reads it from this table: nested in one expression, DuckDB would inline the macro
+-- into itself and evaluate the inner one several times per name.
+create or replace temp table changed_names as
+select name_sent, etl_person_name(name_sent) as person_name
+from (select distinct name_sent from temp.changed_source where name_sent is not null);
+
+create or replace temp table changed_names as
+select
+    name_sent,
+    person_name,
+    etl_key(again) as name_key,
+    etl_surname(etl_key(again)) as surname,
+    etl_word_letters(again) as name_completeness
+from (select *, etl_person_name(person_name) as again from temp.changed_names);
 
 create or replace temp table new_rows as
 select * from temp.provider_cleansed;
