@@ -90,12 +90,14 @@ provider_findings as (
                      'the steward decision on line ' || c.steward_line || ')')
     from temp.cluster_rows as m
     join (
+        -- (the names listed only for the providers in conflict, not built for every one)
         select cluster_key,
                array_to_string(list_sort(list_distinct(list(person_name))), ', ') as names
         from temp.cluster_rows
+        semi join (select cluster_key from temp.clusters where identity_conflict) as conflicted
+            using (cluster_key)
         where name_key is not null
         group by cluster_key
-        having min(surname) <> max(surname)
     ) as conflicts on conflicts.cluster_key = m.cluster_key
     join temp.clusters as c on c.cluster_key = m.cluster_key
     where m.name_key is not null
@@ -110,10 +112,18 @@ provider_findings as (
         select source_id,
                array_to_string(list_sort(list_distinct(list(npi))), ', ') as npis
         from staged.provider_rows
-        semi join (select distinct source_id from temp.cluster_rows) as touched using (source_id)
+        semi join (
+            -- (the NPIs listed only for the ids in conflict, not built for every id)
+            select source_id
+            from staged.provider_rows
+            semi join (select distinct source_id from temp.cluster_rows) as touched
+                using (source_id)
+            where npi is not null
+            group by source_id
+            having min(npi) <> max(npi)
+        ) as conflicted using (source_id)
         where npi is not null
         group by source_id
-        having min(npi) <> max(npi)
     ) as ids on ids.source_id = m.source_id
 
     -- (merged rows are not flagged: staged.provider_row_status says which provider each
