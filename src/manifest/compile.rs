@@ -97,13 +97,14 @@ pub(super) fn compile(
         None => lake_dir.join("metrics"),
     };
 
+    let memory_limit = wire
+        .engine
+        .memory_limit
+        .as_ref()
+        .and_then(|v| resolve(v, "engine.memory_limit", problems))
+        .unwrap_or_else(|| "2GB".to_string());
     let engine = EngineSettings {
-        memory_limit: wire
-            .engine
-            .memory_limit
-            .as_ref()
-            .and_then(|v| resolve(v, "engine.memory_limit", problems))
-            .unwrap_or_else(|| "2GB".to_string()),
+        memory_limit: memory_limit.clone(),
         threads: wire.engine.threads.as_ref().map(|t| *t.get_ref()),
         extension_directory: match &wire.engine.extension_directory {
             Some(v) => normalize(
@@ -122,10 +123,10 @@ pub(super) fn compile(
                     Some(rows.span()),
                     "`engine.transform_batch_rows` must be at least 1",
                 ));
-                DEFAULT_TRANSFORM_BATCH_ROWS
+                default_transform_batch_rows(&memory_limit)
             }
             Some(rows) => *rows.get_ref(),
-            None => DEFAULT_TRANSFORM_BATCH_ROWS,
+            None => default_transform_batch_rows(&memory_limit),
         },
     };
 

@@ -65,9 +65,32 @@ pub struct Identity {
     pub decisions: Option<PathBuf>,
 }
 
-/// Raw rows per transform batch unless the manifest says otherwise: a batch of 2M rows
-/// ran within the default 2 GB memory limit (1.5 GB resident).
-pub const DEFAULT_TRANSFORM_BATCH_ROWS: u64 = 2_000_000;
+/// Raw rows per transform batch unless the manifest says otherwise, per GB of
+/// `memory_limit`: 10M + 10M rows ran in batches of 2M under a 1 GB limit.
+pub const TRANSFORM_BATCH_ROWS_PER_GB: u64 = 2_000_000;
+
+/// The batch size when the manifest names none: `TRANSFORM_BATCH_ROWS_PER_GB` for each GB
+/// of a memory limit in bytes (KB, MB, GB, TB, or KiB, MiB, GiB, TiB), so a larger limit
+/// computes a load in fewer batches; 2M rows for a limit DuckDB reads otherwise (a
+/// percentage of the machine's memory).
+pub fn default_transform_batch_rows(memory_limit: &str) -> u64 {
+    let text = memory_limit.trim().to_ascii_lowercase().replace(' ', "");
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let gb = match unit {
+        "kb" | "kib" => 1e-6,
+        "mb" | "mib" => 1e-3,
+        "gb" | "gib" => 1.0,
+        "tb" | "tib" => 1e3,
+        _ => return TRANSFORM_BATCH_ROWS_PER_GB,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n > 0.0 => ((n * gb * TRANSFORM_BATCH_ROWS_PER_GB as f64) as u64).max(100_000),
+        _ => TRANSFORM_BATCH_ROWS_PER_GB,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {

@@ -418,10 +418,31 @@ fn the_reference_manifest_parses_and_names_every_key() {
 }
 
 #[test]
+fn the_default_batch_follows_the_memory_limit() {
+    assert_eq!(default_transform_batch_rows("2GB"), 4_000_000);
+    assert_eq!(default_transform_batch_rows("1 GiB"), 2_000_000);
+    assert_eq!(default_transform_batch_rows("512MB"), 1_024_000);
+    assert_eq!(default_transform_batch_rows("1.5gb"), 3_000_000);
+    assert_eq!(default_transform_batch_rows("10MB"), 100_000);
+    // DuckDB's other forms: the fixed default
+    assert_eq!(default_transform_batch_rows("80%"), 2_000_000);
+    assert_eq!(default_transform_batch_rows("lots"), 2_000_000);
+}
+
+#[test]
 fn transform_batches_default_and_refuse_zero() {
     let project = Project::new();
     let m = project.parse(GOOD).unwrap();
-    assert_eq!(m.engine.transform_batch_rows, 2_000_000);
+    // 2M rows per GB of the default 2 GB limit
+    assert_eq!(m.engine.transform_batch_rows, 4_000_000);
+    let text = GOOD.replace(
+        "tenant = \"acme\"\n",
+        "tenant = \"acme\"\n\n[engine]\nmemory_limit = \"1GB\"\n",
+    );
+    assert_eq!(
+        project.parse(&text).unwrap().engine.transform_batch_rows,
+        2_000_000
+    );
     let text = GOOD.replace(
         "tenant = \"acme\"\n",
         "tenant = \"acme\"\n\n[engine]\ntransform_batch_rows = 500000\n",
