@@ -549,3 +549,87 @@ fn a_layouts_encoding_is_used_for_its_files() {
         table("3")
     );
 }
+
+#[test]
+fn files_with_one_header_are_read_in_one_scan_each_with_its_own_row_numbers() {
+    let t = Tenant::with_sample("one_scan");
+    let day = "providers/2026-11-29";
+    t.put(
+        &format!("{day}/a.csv"),
+        &providers_csv(
+            "Ann First,301,,Cardio,Metro Med,AF301,,\nAbe Second,302,,Cardio,Metro Med,AS302,,\n",
+        ),
+    );
+    // an unparsable line: this file is read again on its own, its line quarantined
+    t.put(
+        &format!("{day}/b.csv"),
+        &providers_csv("Bea First,303,,Neuro,Metro Med,BF303,,\nToo,Many,Fields,In,This,Row,For,The,Header,Here\nBo Third,304,,Neuro,Metro Med,BT304,,\n"),
+    );
+    t.put(
+        &format!("{day}/c.csv"),
+        &providers_csv("Cy Only,305,,Neuro,Metro Med,CO305,,\n"),
+    );
+    // another header (the same columns, reordered): read on its own, matched by name
+    t.put(
+        &format!("{day}/d.csv"),
+        b"SourceID,ProviderName,ProviderID,NPI,Specialty,SiteName,SpecSource,IDSource\nDD306,Di Reordered,306,,Neuro,Metro Med,,\n",
+    );
+    let log = stderr(&t.run_ok(&["-v"]));
+    // the sample's two files and a, b, c
+    assert!(
+        log.contains("reading 5 objects with one header in one scan"),
+        "{log}"
+    );
+    let names = |key: &str| -> Vec<Vec<String>> {
+        raw(&t, &format!("{day}/{key}"))
+            .into_iter()
+            .map(|r| vec![r[0].clone(), r[1].clone(), r[6].clone()])
+            .collect()
+    };
+    assert_eq!(
+        names("a.csv"),
+        [
+            row(&["1", "Ann First", "AF301"]),
+            row(&["2", "Abe Second", "AS302"])
+        ]
+    );
+    assert_eq!(
+        names("b.csv"),
+        [
+            row(&["1", "Bea First", "BF303"]),
+            row(&["2", "Bo Third", "BT304"])
+        ]
+    );
+    assert_eq!(names("c.csv"), [row(&["1", "Cy Only", "CO305"])]);
+    assert_eq!(names("d.csv"), [row(&["1", "Di Reordered", "DD306"])]);
+    // the sample's files keep the row numbers a file read alone gives
+    assert_eq!(
+        t.query(
+            "select _object_key, min(_row), max(_row), count(*) from raw.files_provider \
+             where _object_key like '%/providers.csv' group by all order by all"
+        ),
+        table(
+            "providers/2026-11-27/providers.csv | 1 | 15 | 15\n\
+             providers/2026-11-28/providers.csv | 1 | 3 | 3"
+        )
+    );
+    assert_eq!(
+        ledger(&t, &format!("{day}/a.csv")),
+        table("loaded | 2 | 0 | ")
+    );
+    assert_eq!(
+        ledger(&t, &format!("{day}/b.csv")),
+        table("loaded | 2 | 1 | ")
+    );
+    assert_eq!(
+        ledger(&t, &format!("{day}/c.csv")),
+        table("loaded | 1 | 0 | ")
+    );
+    assert_eq!(
+        t.query(&format!(
+            "select source_row, rule_id from staged.quarantine where source_ref = '{day}/b.csv'"
+        )),
+        table("3 | Q003")
+    );
+    assert!(drift(&t, &format!("{day}/d.csv")).is_empty());
+}

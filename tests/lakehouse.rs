@@ -368,7 +368,7 @@ fn s3_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
     t.run_ok(&[]);
     twin.run_ok(&[]);
     let before = outputs(&t);
-    // a day with many files, so the cut lands while objects are still being read
+    // a day with many files, read in one scan: the cut lands while they are being read
     for i in 0..30 {
         let body = format!(
             "ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\nBulk Person{i},{},,Neuro,Metro Med,BK{i:03},Neurology,BK\n",
@@ -387,7 +387,7 @@ fn s3_lost_mid_run_keeps_the_last_outputs_and_the_next_run_is_exact() {
     let (code, log) = run_until(
         &t,
         &["-v"],
-        "  fetched providers/2026-11-30/part-00.csv",
+        "  reading 30 objects with one header in one scan, from providers/2026-11-30/part-00.csv",
         move |_| p.cut(),
     );
     assert_eq!(code, Some(1), "{log}");

@@ -1,8 +1,10 @@
 //! Files, wherever they are kept: what every file-based source kind shares. A [`Store`]
 //! (a bucket, a folder) lists files with a version tag and says where DuckDB reads each;
 //! everything else is here: which files are new (the ledger: same key and tag, not read
-//! again), formats, reading each file on its own so a bad one is recorded and skipped while
-//! the good ones load, schema drift, unparsable lines, and loading into the raw layer.
+//! again), formats, reading the CSV files of one header in one scan and a file on its own
+//! when it needs it (a line that cannot be parsed, another encoding, JSON) so a bad one is
+//! recorded and skipped while the good ones load, schema drift, unparsable lines, and
+//! loading into the raw layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ const ETL_COLUMNS: &[&str] = &[
 const SAMPLED_FILES: usize = 50;
 
 /// Where files are kept: a bucket, a folder.
-pub trait Store {
+pub trait Store: Sync {
     /// The store in messages, never with a secret: `s3 http://…, bucket b`, `folder /p`.
     fn endpoint(&self) -> String;
     /// Where the source's files are, for `etl plan`: `s3://b/prefix/`, `/p/`.
@@ -43,6 +45,9 @@ pub trait Store {
     fn url(&self, key: &str) -> String;
     /// After a failed read: is the file still there and the same?
     fn probe(&self, object: &ObjectInfo) -> Probe;
+    /// The file's first `bytes` bytes (fewer when it is shorter): its header, which decides
+    /// which files are read together.
+    fn head(&self, object: &ObjectInfo, bytes: u64) -> Result<Vec<u8>>;
 }
 
 /// How a source's files become rows: the raw table, the columns expected, what a bad file
@@ -406,6 +411,14 @@ pub struct StagedObject {
     pub state: Staged,
 }
 
+/// An object's records in a file of several objects' (`read_group`): the rows whose
+/// `_etl_object` is its URL, numbered in the file from `first_row` (0-based).
+pub struct Part {
+    pub url: String,
+    pub first_row: i64,
+    pub rows: i64,
+}
+
 pub enum Staged {
     /// Local Parquet of the object's records, and of the lines the reader could not parse.
     Data {
@@ -414,6 +427,8 @@ pub enum Staged {
         rejects: Option<PathBuf>,
         /// The encoding a CSV was decoded from, when not UTF-8.
         decoded_from: Option<String>,
+        /// Where the object's records are when `records` holds those of several objects.
+        part: Option<Part>,
     },
     Empty,
     Rejected(String),
@@ -429,6 +444,11 @@ pub struct Staging {
 /// Lists the bucket and copies every new or changed object to local Parquet. Runs outside
 /// the run's transaction: a bad object fails alone, and a network fault fails the fetch
 /// before anything is written (and, being transient, may be retried).
+///
+/// CSV objects with the same header are read together, in one scan (`read_group`); an
+/// object of such a scan with a line the reader could not parse, and every object of a
+/// scan that failed, is read again on its own (`fetch_object`), which detects its encoding
+/// and keeps its unparsable lines, and rejects it alone when it is bad.
 fn fetch(
     engine: &Engine,
     name: &str,
@@ -454,28 +474,68 @@ fn fetch(
     let chosen = select(objects, &known);
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
-    let mut fetched = Staging {
-        listed: chosen.listed,
-        unchanged: chosen.unchanged,
-        objects: Vec::new(),
-    };
     let bar = progress.bar(chosen.read.len() as u64, "objects");
-    for (i, (object, changed)) in chosen.read.into_iter().enumerate() {
-        bar.inc(1);
-        if changed {
+    let mut states: Vec<Option<Staged>> = chosen.read.iter().map(|_| None).collect();
+    // (a layout with an encoding of its own is known from each file's header: read alone)
+    let grouping = files.layouts.iter().all(|l| l.encoding.is_none());
+    let mut by_header: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+    let headers = if grouping {
+        headers_of(store, &chosen.read)
+    } else {
+        Vec::new()
+    };
+    for (i, (object, changed)) in chosen.read.iter().enumerate() {
+        if *changed {
             log::info!(
                 "  {}: changed since it was read (new ETag), reading it again",
                 object.key
             );
         }
-        let state = if object.size == 0 {
-            Staged::Empty
-        } else {
-            match format_of(&object.key) {
-                None => Staged::Rejected(
-                    "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
-                ),
-                Some(format) => match fetch_object(engine, &object, format, files, staging, i) {
+        if object.size == 0 {
+            states[i] = Some(Staged::Empty);
+        } else if format_of(&object.key).is_none() {
+            states[i] = Some(Staged::Rejected(
+                "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
+            ));
+        } else if let Some(Some(header)) = headers.get(i) {
+            by_header.entry(header.clone()).or_default().push(i);
+        }
+    }
+    for (n, members) in by_header.into_values().filter(|m| m.len() > 1).enumerate() {
+        let group: Vec<&ObjectInfo> = members.iter().map(|&i| &chosen.read[i].0).collect();
+        log::debug!(
+            "  reading {} objects with one header in one scan, from {}",
+            group.len(),
+            group[0].key
+        );
+        match read_group(engine, &group, files, staging, n) {
+            Ok(parts) => {
+                for ((&i, object), part) in members.iter().zip(&group).zip(parts) {
+                    if let Some(part) = part {
+                        bar.inc(1);
+                        log::debug!("  fetched {} with {} others", object.key, group.len() - 1);
+                        states[i] = Some(part);
+                    }
+                }
+            }
+            Err(err) => log::info!(
+                "  {} objects with one header could not be read together, reading each alone: {err:#}",
+                group.len()
+            ),
+        }
+    }
+    let mut fetched = Staging {
+        listed: chosen.listed,
+        unchanged: chosen.unchanged,
+        objects: Vec::new(),
+    };
+    for (i, (object, _)) in chosen.read.into_iter().enumerate() {
+        let state = match states[i].take() {
+            Some(state) => state,
+            None => {
+                bar.inc(1);
+                let format = format_of(&object.key).expect("unknown types were rejected above");
+                match fetch_object(engine, &object, format, files, staging, i) {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
@@ -491,7 +551,7 @@ fn fetch(
                                 .context(format!("reading {} failed: {err:#}", object.url))
                         }
                     },
-                },
+                }
             }
         };
         if let (Staged::Rejected(reason), OnBadFile::Fail) = (&state, files.on_bad_file) {
@@ -501,6 +561,105 @@ fn fetch(
     }
     bar.finish_and_clear();
     Ok(fetched)
+}
+
+/// The header line of each CSV object, read 8 at a time (small requests: their time is the
+/// store's latency).
+fn headers_of(store: &dyn Store, objects: &[(ObjectInfo, bool)]) -> Vec<Option<Vec<u8>>> {
+    let mut headers = Vec::with_capacity(objects.len());
+    for chunk in objects.chunks(8) {
+        std::thread::scope(|scope| {
+            let reads: Vec<_> = chunk
+                .iter()
+                .map(|(object, _)| scope.spawn(move || header_of(store, object)))
+                .collect();
+            headers.extend(reads.into_iter().map(|r| r.join().ok().flatten()));
+        });
+    }
+    headers
+}
+
+/// The bytes of a CSV object's header line; None when it is not read together with others
+/// (not CSV, compressed, empty, a header longer than 64 KiB, a failed read: read alone).
+fn header_of(store: &dyn Store, object: &ObjectInfo) -> Option<Vec<u8>> {
+    if format_of(&object.key) != Some(Format::Csv)
+        || object.size == 0
+        || object.key.to_ascii_lowercase().ends_with(".gz")
+    {
+        return None;
+    }
+    let head = store.head(object, 64 * 1024).ok()?;
+    let end = head.iter().position(|&b| b == b'\n')?;
+    let line = &head[..end];
+    Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+/// Reads CSV objects with one header in one scan into one local Parquet file, each row with
+/// the object's URL (`_etl_object`), in file order (the fetch keeps insertion order). Gives
+/// each object's part of it, or None for an object with a line the reader could not parse:
+/// that one is read again alone.
+fn read_group(
+    engine: &Engine,
+    group: &[&ObjectInfo],
+    files: &FileSettings,
+    staging: &Path,
+    n: usize,
+) -> Result<Vec<Option<Staged>>> {
+    let records = staging.join(format!("group-{n:03}.parquet"));
+    let urls: Vec<String> = group.iter().map(|o| literal(&o.url)).collect();
+    let encoding = files
+        .encoding
+        .as_ref()
+        .map_or(String::new(), |e| format!(", encoding = {}", literal(e)));
+    engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
+    engine.execute(&format!(
+        "copy (select * from read_csv([{}], all_varchar = true, header = true, \
+         filename = '_etl_object', store_rejects = true, rejects_table = '_etl_rejects', \
+         rejects_scan = '_etl_rejects_scan'{encoding})) to {} (format parquet)",
+        urls.join(", "),
+        literal(&records.to_string_lossy())
+    ))?;
+    let unparsed: Vec<String> = engine
+        .query_strings(
+            "select distinct scan.file_path from _etl_rejects as r \
+             join _etl_rejects_scan as scan using (scan_id, file_id)",
+        )?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    // where each object's rows start in the file, and how many there are
+    let parts: HashMap<String, (i64, i64)> = engine
+        .query_strings(&format!(
+            "select _etl_object, min(file_row_number), count(*) \
+             from read_parquet({}, file_row_number = true) group by _etl_object",
+            literal(&records.to_string_lossy())
+        ))?
+        .into_iter()
+        .filter_map(|r| {
+            let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse().ok());
+            Some((r[0].clone()?, (number(&r[1])?, number(&r[2])?)))
+        })
+        .collect();
+    Ok(group
+        .iter()
+        .map(|object| {
+            if unparsed.contains(&object.url) {
+                return None;
+            }
+            let (first_row, rows) = parts.get(&object.url).copied().unwrap_or((0, 0));
+            Some(Staged::Data {
+                format: Format::Csv,
+                records: records.clone(),
+                rejects: None,
+                decoded_from: None,
+                part: Some(Part {
+                    url: object.url.clone(),
+                    first_row,
+                    rows,
+                }),
+            })
+        })
+        .collect())
 }
 
 fn fetch_object(
@@ -525,6 +684,7 @@ fn fetch_object(
             records,
             rejects: None,
             decoded_from: None,
+            part: None,
         });
     }
     let encoding = encoding_of(engine, object, files)?;
@@ -564,6 +724,7 @@ fn fetch_object(
         records,
         rejects: rejects_file,
         decoded_from,
+        part: None,
     })
 }
 
@@ -728,9 +889,11 @@ fn load(
                 format,
                 records,
                 rejects,
+                part,
                 ..
             } => {
-                let ready = match choose_layout(engine, files, records)? {
+                let data = records_of(records, part.as_ref());
+                let ready = match choose_layout(engine, files, &data)? {
                     Err(reason) => Err(reason),
                     Ok(layout) => prepare_object(
                         engine,
@@ -739,7 +902,7 @@ fn load(
                         &layout.columns,
                         object,
                         *format,
-                        records,
+                        (records, part.as_ref()),
                         rejects.as_deref(),
                         run_id,
                     )?,
@@ -880,15 +1043,12 @@ fn record(
 fn choose_layout<'f>(
     engine: &Engine,
     files: &'f FileSettings,
-    records: &Path,
+    data: &str,
 ) -> Result<std::result::Result<&'f Layout, String>> {
     if files.layouts.len() == 1 {
         return Ok(Ok(&files.layouts[0]));
     }
-    let actual = engine.columns_of(&format!(
-        "select * from read_parquet({})",
-        literal(&records.to_string_lossy())
-    ))?;
+    let actual = engine.columns_of(&format!("select * from {data}"))?;
     Ok(match best_layout(files, &actual) {
         Some(layout) => Ok(layout),
         None => {
@@ -932,6 +1092,19 @@ fn best_layout<'f>(files: &'f FileSettings, actual: &[(String, String)]) -> Opti
         .map(|(_, l)| l)
 }
 
+/// A staged object's records as a relation: its Parquet file, or its rows of a file of
+/// several objects'.
+fn records_of(records: &Path, part: Option<&Part>) -> String {
+    let file = format!("read_parquet({})", literal(&records.to_string_lossy()));
+    match part {
+        None => file,
+        Some(part) => format!(
+            "(select * exclude (_etl_object) from {file} where _etl_object = {})",
+            literal(&part.url)
+        ),
+    }
+}
+
 /// How one staged object's records go into its raw table: found columns, drift recorded.
 struct Prepared {
     table: String,
@@ -942,13 +1115,16 @@ struct Prepared {
     selects: String,
     format: &'static str,
     records: PathBuf,
+    /// The object's URL and first row when `records` holds several objects' rows.
+    part: Option<(String, i64)>,
     rejects: Option<PathBuf>,
     records_read: i64,
 }
 
 /// Inserts the prepared objects, those loaded the same way (same table, columns and
 /// expressions) in one statement; record numbers follow each file's order, which
-/// read_parquet keeps (file_row_number).
+/// read_parquet keeps (file_row_number), counted from the object's first row in a file of
+/// several objects'.
 fn insert_prepared(
     engine: &Engine,
     objects: &[StagedObject],
@@ -966,15 +1142,21 @@ fn insert_prepared(
         }
     }
     for ((table, _, columns, selects), members) in groups {
-        let files: Vec<String> = members
+        let mut files: Vec<String> = members
             .iter()
             .map(|(_, p)| literal(&p.records.to_string_lossy()))
             .collect();
+        files.sort();
+        files.dedup();
         let objects: Vec<String> = members
             .iter()
             .map(|(o, p)| {
+                let (part, first_row) = match &p.part {
+                    Some((url, first_row)) => (literal(url), *first_row),
+                    None => ("null::varchar".to_string(), 0),
+                };
                 format!(
-                    "({}, {}, {}, {}, {})",
+                    "({}, {part}, {first_row}, {}, {}, {}, {})",
                     literal(&p.records.to_string_lossy()),
                     literal(&o.key),
                     literal(p.format),
@@ -983,12 +1165,18 @@ fn insert_prepared(
                 )
             })
             .collect();
+        // (files of one object have no _etl_object column: union_by_name reads it as NULL)
+        let part = if members.iter().any(|(_, p)| p.part.is_some()) {
+            "and o.part is not distinct from r._etl_object"
+        } else {
+            ""
+        };
         engine.execute(&format!(
             "insert into {table} (_object_key, _row, _format, _etag, _last_modified, _run_id, _loaded_at, {columns})
-             select o.object_key, file_row_number + 1, o.format, o.etag, try_cast(o.last_modified as timestamptz), {run}, now(), {selects}
+             select o.object_key, file_row_number + 1 - o.first_row, o.format, o.etag, try_cast(o.last_modified as timestamptz), {run}, now(), {selects}
              from read_parquet([{files}], filename = '_etl_file', file_row_number = true, union_by_name = true) as r
-             join (values {objects}) as o(file, object_key, format, etag, last_modified)
-               on o.file = r._etl_file",
+             join (values {objects}) as o(file, part, first_row, object_key, format, etag, last_modified)
+               on o.file = r._etl_file {part}",
             run = literal(run_id),
             files = files.join(", "),
             objects = objects.join(", "),
@@ -1008,11 +1196,11 @@ fn prepare_object(
     columns: &[String],
     object: &ObjectInfo,
     format: Format,
-    records: &Path,
+    (records, part): (&Path, Option<&Part>),
     rejects: Option<&Path>,
     run_id: &str,
 ) -> Result<std::result::Result<Prepared, String>> {
-    let data = format!("read_parquet({})", literal(&records.to_string_lossy()));
+    let data = records_of(records, part);
     // Match the file's columns to the expected ones (names compared without case).
     let actual = engine.columns_of(&format!("select * from {data}"))?;
     let find = |want: &str| {
@@ -1044,7 +1232,10 @@ fn prepare_object(
             }
         }
     }
-    let records_read = engine.query_i64(&format!("select count(*) from {data}"))?;
+    let records_read = match part {
+        Some(part) => part.rows,
+        None => engine.query_i64(&format!("select count(*) from {data}"))?,
+    };
     if missing.len() == columns.len() && (records_read > 0 || rejects.is_none()) {
         let found: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
         return Ok(Err(format!(
@@ -1107,6 +1298,7 @@ fn prepare_object(
             Format::Json => "json",
         },
         records: records.to_path_buf(),
+        part: part.map(|p| (p.url.clone(), p.first_row)),
         rejects: rejects.map(Path::to_path_buf),
         records_read,
     }))

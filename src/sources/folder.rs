@@ -85,6 +85,16 @@ impl Store for FolderStore<'_> {
         self.folder.path.join(key).display().to_string()
     }
 
+    fn head(&self, object: &ObjectInfo, bytes: u64) -> Result<Vec<u8>> {
+        let mut head = Vec::new();
+        std::fs::File::open(&object.url)
+            .with_context(|| format!("cannot open {}", object.url))?
+            .take(bytes)
+            .read_to_end(&mut head)
+            .with_context(|| format!("cannot read {}", object.url))?;
+        Ok(head)
+    }
+
     fn probe(&self, object: &ObjectInfo) -> Probe {
         let path = PathBuf::from(&object.url);
         if !path.is_file() {

@@ -52,6 +52,13 @@ impl Store for S3Store<'_> {
     fn probe(&self, object: &ObjectInfo) -> Probe {
         probe(self.s3, object)
     }
+
+    fn head(&self, object: &ObjectInfo, bytes: u64) -> Result<Vec<u8>> {
+        let response = bucket(self.s3)?
+            .get_object_range(&object.key, 0, Some(bytes.max(1) - 1))
+            .map_err(|e| classify(&e))?;
+        Ok(response.bytes().to_vec())
+    }
 }
 
 fn endpoint(s3: &S3Source) -> String {
