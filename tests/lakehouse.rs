@@ -1131,12 +1131,25 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     );
     let before = outputs(&t);
 
+    let key_maps = [
+        current_inode(&t, "state/provider_keys"),
+        current_inode(&t, "state/care_site_keys"),
+    ];
+
     // nothing new: a new folder, the same files
     t.run_ok(&[]);
     assert_ne!(current_target(&t), first_run);
     assert_eq!(current_inode(&t, "provider"), providers);
     assert_eq!(current_inode(&t, "care_site"), sites);
     assert_eq!(outputs(&t), before);
+    // no key added: the key maps are the same files too
+    assert_eq!(
+        [
+            current_inode(&t, "state/provider_keys"),
+            current_inode(&t, "state/care_site_keys"),
+        ],
+        key_maps
+    );
 
     // a provider changes: its table is written again, the care sites stay linked
     t.pg()
@@ -1152,6 +1165,36 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     assert_eq!(sites_after, before.1);
     assert_ne!(renamed, before.0);
     assert_eq!(renamed.len(), before.0.len());
+
+    // a new provider: a key added, its map written again with it; the care sites' linked
+    t.pg()
+        .batch_execute(
+            "insert into provider (provider_id, provider_name, npi, provider_source_value, \
+             specialty_source_value, care_site_id, updated_at) \
+             values (90, 'Newly Added', '1999999990', 'NEW90', 'Cardiology', 1, now())",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_ne!(current_inode(&t, "state/provider_keys"), key_maps[0]);
+    assert_eq!(current_inode(&t, "state/care_site_keys"), key_maps[1]);
+    let keys_in_file = |table: &str| {
+        t.query(&format!(
+            "select count(*) from read_parquet('{}')",
+            t.lake()
+                .join(format!("omop/current/state/{table}.parquet"))
+                .display()
+        ))
+    };
+    assert_eq!(
+        keys_in_file("provider_keys"),
+        t.query("select count(*) from etl.provider_keys")
+    );
+    assert_eq!(
+        t.query(
+            "select count(*) from etl.provider_keys where key in ('npi:1999999990', 'src:NEW90')"
+        ),
+        table("2")
+    );
 
     // a change transformed by a run that did not publish is still published by the next
     let providers = current_inode(&t, "provider");
