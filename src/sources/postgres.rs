@@ -453,9 +453,11 @@ fn load(
                     stats.deleted = engine.query_i64(&format!(
                         "select count(*) from {target} where _deleted_at is null and {k} not in (select {k} from {keys})"
                     ))?;
-                    engine.execute(&format!(
-                        "update {target} set _deleted_at = now() where _deleted_at is null and {k} not in (select {k} from {keys})"
-                    ))?;
+                    if stats.deleted > 0 {
+                        engine.execute(&format!(
+                            "update {target} set _deleted_at = now() where _deleted_at is null and {k} not in (select {k} from {keys})"
+                        ))?;
+                    }
                 }
                 log::info!(
                     "  {}.{} -> {target}: {} new, {} updated, {} deleted ({read} rows read since {})",
