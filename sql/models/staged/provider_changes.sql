@@ -38,18 +38,22 @@ from stg.provider
 where _deleted_at is null;
 
 -- Every raw row loaded since the last transform, with its batch: computed once, by the
--- first batch (a temporary table lasts for the run).
+-- first batch (a temporary table lasts for the run), when there are several batches.
 create temp table if not exists changed_with_batch as
 select
     *,
     etl_batch_of(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
                  source, source_ref, source_row) as _batch
 from temp.provider_source
-where _run_id > getvariable('since_run');
+where _run_id > getvariable('since_run') and getvariable('batches') > 1;
 
 create or replace temp table changed_source as
 select * exclude (_batch) from temp.changed_with_batch
-where _batch = getvariable('batch');
+where _batch = getvariable('batch')
+union all
+-- (one batch: the rows themselves, not copied twice)
+select * from temp.provider_source
+where _run_id > getvariable('since_run') and getvariable('batches') = 1;
 
 -- Each distinct name's cleansed forms (filled below, once the rows are all known).
 create or replace temp table changed_names (
