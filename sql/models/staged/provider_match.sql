@@ -65,13 +65,18 @@ select
         else rows.cluster_key
     end as cluster_key
 from (
-    -- (two semi joins, not one OR of two IN lists, which probes every staged row)
+    -- The rows are found by two narrow scans (two semi joins, not one OR of two IN lists,
+    -- which probes every staged row), then read whole in one scan: reading every column
+    -- of every staged row twice cost half of this statement.
     select * from staged.provider_rows
-    semi join temp.affected_clusters using (cluster_key)
-    union all
-    select * from staged.provider_rows
-    semi join temp.touched_source_ids using (source_id)
-    anti join temp.affected_clusters using (cluster_key)
+    where rowid in (
+        select rowid from staged.provider_rows
+        semi join temp.affected_clusters using (cluster_key)
+        union all
+        select rowid from staged.provider_rows
+        semi join temp.touched_source_ids using (source_id)
+        anti join temp.affected_clusters using (cluster_key)
+    )
 ) as rows
 anti join temp.gone_rows using (source, source_ref, source_row)
 left join temp.links on links.source_id = rows.source_id;
