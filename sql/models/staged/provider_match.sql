@@ -49,14 +49,22 @@ anti join temp.gone_rows using (source, source_ref, source_row)
 left join temp.links on links.source_id = rows.source_id
 where rows.source_id in (select source_id from temp.touched_source_ids);
 
-create or replace temp table cluster_rows as
-select
-    new_rows.*,
-    etl_steward_key(etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi)) as cluster_key
-from temp.new_rows
-left join temp.links on links.source_id = new_rows.source_id
-union all by name
+-- temp.cluster_rows is temp.new_rows with its key, and the kept rows of the affected
+-- providers appended: the new rows take their key in place (copying every column of
+-- every new row into another table cost more than the rest of this model).
+alter table temp.new_rows add column cluster_key varchar;
+
+update temp.new_rows
+set cluster_key = etl_steward_key(etl_cluster_key(new_rows.npi, new_rows.source_id, links.npi))
+from temp.links
+where links.source_id = new_rows.source_id;
+
+update temp.new_rows
+set cluster_key = etl_steward_key(etl_cluster_key(npi, source_id, null))
+where cluster_key is null;
+
 -- kept rows of the affected providers, with their key now
+insert into temp.new_rows by name
 select
     rows.* exclude (cluster_key),
     case
@@ -80,6 +88,10 @@ from (
 ) as rows
 anti join temp.gone_rows using (source, source_ref, source_row)
 left join temp.links on links.source_id = rows.source_id;
+
+drop table if exists temp.cluster_rows;
+
+alter table temp.new_rows rename to cluster_rows;
 
 create or replace temp table touched_rows as
 select source, source_ref, source_row from temp.gone_rows
