@@ -66,8 +66,9 @@ create or replace temp view provider_cleansed as
 with
 
 sent_keys as (
-    -- Specialties and site names are few: each distinct value sent is keyed once.
-    select value, etl_match_key(value) as key
+    -- Specialties and site names are few: each distinct value sent is cleansed and keyed
+    -- once.
+    select value, etl_clean_text(value) as clean, etl_match_key(value) as key
     from (
         select specialty_sent as value from temp.changed_source
         union
@@ -90,13 +91,14 @@ cleaned as (
         names.person_name,
         etl_npi_digits(npi_sent) as npi_digits,
         etl_source_id(source_id_sent) as source_id,
-        etl_clean_text(specialty_sent) as specialty_source_value,
+        specialty_keys.clean as specialty_source_value,
         site_keys.key as site_name_key,
         names.name_key,
         names.surname,
         coalesce(names.name_completeness, 0) as name_completeness
     from temp.changed_source as changed
     left join sent_keys as site_keys on site_keys.value = changed.site_name_sent
+    left join sent_keys as specialty_keys on specialty_keys.value = changed.specialty_sent
     left join temp.changed_names as names on names.name_sent = changed.name_sent
 ),
 
