@@ -28,8 +28,10 @@ blocked as (
         'l:' || surname || '|' || left(name_key, 1) as block_last
     from staged.provider_clusters
     where provider_name is not null and contains(name_key, ' ')
-      -- (a full recompute finds the pairs once, with its last batch: nothing to read before)
+      -- (a full recompute finds the pairs once, with its last batch: nothing to read before;
+      -- an incremental batch that affects no provider has no pair to find)
       and (not getvariable('full_recompute') or getvariable('last_batch'))
+      and (getvariable('full_recompute') or getvariable('affected') > 0)
 ),
 
 touched as (

@@ -63,7 +63,8 @@ survived as (
                 ((npi is null), (steward_line is null), trust_rank, newest_first))
             filter (where person_name is not null) as whole
     from ranked
-    where cluster_key is not null
+    -- (the rows with a key are those of the affected providers: none in a run with nothing new)
+    where cluster_key is not null and getvariable('affected') > 0
     group by cluster_key
 )
 

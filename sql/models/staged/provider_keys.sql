@@ -9,6 +9,8 @@ unique_source_ids as (
     from staged.provider_rows
     where source_id in (select source_id from temp.cluster_rows where source_id is not null)
       and cluster_key is not null
+      -- (no provider affected, as in a run with nothing new: nothing to read)
+      and getvariable('affected') > 0
     group by source_id
     having min(cluster_key) = max(cluster_key)
 ),
@@ -40,6 +42,7 @@ held_elsewhere as (
     anti join temp.affected_clusters as affected on affected.cluster_key = c.cluster_key
     where k.provider_id in (select provider_id from claims)
       and c.provider_name is not null
+      and getvariable('affected') > 0
 ),
 
 known as (

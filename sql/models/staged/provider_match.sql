@@ -97,3 +97,7 @@ create or replace temp table touched_rows as
 select source, source_ref, source_row from temp.gone_rows
 union
 select source, source_ref, source_row from temp.cluster_rows;
+
+-- How many providers this batch affects: the models that work on the affected providers
+-- only read nothing when there are none (a run with nothing new).
+set variable affected = (select count(*) from temp.affected_clusters);
