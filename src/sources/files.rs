@@ -492,8 +492,10 @@ fn fetch(
             );
         }
         if object.size == 0 {
+            bar.inc(1);
             states[i] = Some(Staged::Empty);
         } else if format_of(&object.key).is_none() {
+            bar.inc(1);
             states[i] = Some(Staged::Rejected(
                 "unknown file type: expected .csv, .txt, .tsv, .json, .ndjson or .jsonl (optionally .gz)".into(),
             ));
