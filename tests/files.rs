@@ -565,9 +565,15 @@ fn files_with_one_header_are_read_in_one_scan_each_with_its_own_row_numbers() {
         &format!("{day}/b.csv"),
         &providers_csv("Bea First,303,,Neuro,Metro Med,BF303,,\nToo,Many,Fields,In,This,Row,For,The,Header,Here\nBo Third,304,,Neuro,Metro Med,BT304,,\n"),
     );
+    // quoted values, in a scan whose first file quotes nothing: the quotes are not kept
     t.put(
         &format!("{day}/c.csv"),
-        &providers_csv("Cy Only,305,,Neuro,Metro Med,CO305,,\n"),
+        &providers_csv("\"Cy Only\",305,,Neuro,\"Metro Med\",CO305,,\n"),
+    );
+    // a single quote in its first bytes: it may quote with it, so it is read on its own
+    t.put(
+        &format!("{day}/e.csv"),
+        &providers_csv("Ona O'Neil,307,,Neuro,Metro Med,ON307,,\n"),
     );
     // another header (the same columns, reordered): read on its own, matched by name
     t.put(
@@ -575,7 +581,7 @@ fn files_with_one_header_are_read_in_one_scan_each_with_its_own_row_numbers() {
         b"SourceID,ProviderName,ProviderID,NPI,Specialty,SiteName,SpecSource,IDSource\nDD306,Di Reordered,306,,Neuro,Metro Med,,\n",
     );
     let log = stderr(&t.run_ok(&["-v"]));
-    // the sample's two files and a, b, c
+    // the sample's two files and a, b, c (not d, another header, nor e, a single quote)
     assert!(
         log.contains("reading 5 objects with one header in one scan"),
         "{log}"
@@ -601,7 +607,14 @@ fn files_with_one_header_are_read_in_one_scan_each_with_its_own_row_numbers() {
         ]
     );
     assert_eq!(names("c.csv"), [row(&["1", "Cy Only", "CO305"])]);
+    assert_eq!(
+        t.query(&format!(
+            "select \"SiteName\" from raw.files_provider where _object_key = '{day}/c.csv'"
+        )),
+        table("Metro Med")
+    );
     assert_eq!(names("d.csv"), [row(&["1", "Di Reordered", "DD306"])]);
+    assert_eq!(names("e.csv"), [row(&["1", "Ona O'Neil", "ON307"])]);
     // the sample's files keep the row numbers a file read alone gives
     assert_eq!(
         t.query(

@@ -581,8 +581,10 @@ fn headers_of(store: &dyn Store, objects: &[(ObjectInfo, bool)]) -> Vec<Option<V
     headers
 }
 
-/// The bytes of a CSV object's header line; None when it is not read together with others
-/// (not CSV, compressed, empty, a header longer than 64 KiB, a failed read: read alone).
+/// The bytes of a CSV object's header line, its line end included; None when it is not read
+/// together with others: not CSV, compressed, empty, a header longer than 64 KiB, a failed
+/// read, or a file whose first 64 KiB hold a single quote or a backslash (it may quote or
+/// escape otherwise than a scan of several files reads them: `"` for both).
 fn header_of(store: &dyn Store, object: &ObjectInfo) -> Option<Vec<u8>> {
     if format_of(&object.key) != Some(Format::Csv)
         || object.size == 0
@@ -591,15 +593,19 @@ fn header_of(store: &dyn Store, object: &ObjectInfo) -> Option<Vec<u8>> {
         return None;
     }
     let head = store.head(object, 64 * 1024).ok()?;
+    if head.iter().any(|&b| b == b'\'' || b == b'\\') {
+        return None;
+    }
     let end = head.iter().position(|&b| b == b'\n')?;
-    let line = &head[..end];
-    Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+    Some(head[..end].to_vec())
 }
 
 /// Reads CSV objects with one header in one scan into one local Parquet file, each row with
 /// the object's URL (`_etl_object`), in file order (the fetch keeps insertion order). Gives
 /// each object's part of it, or None for an object with a line the reader could not parse:
-/// that one is read again alone.
+/// that one is read again alone. The scan quotes and escapes with `"` (RFC 4180): DuckDB
+/// would otherwise take the dialect of the first file for all, and a first file that
+/// quotes nothing would leave the quotes of the others in their values.
 fn read_group(
     engine: &Engine,
     group: &[&ObjectInfo],
@@ -616,8 +622,9 @@ fn read_group(
     engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
     engine.execute(&format!(
         "copy (select * from read_csv([{}], all_varchar = true, header = true, \
-         filename = '_etl_object', store_rejects = true, rejects_table = '_etl_rejects', \
-         rejects_scan = '_etl_rejects_scan'{encoding})) to {} (format parquet)",
+         quote = '\"', escape = '\"', filename = '_etl_object', store_rejects = true, \
+         rejects_table = '_etl_rejects', rejects_scan = '_etl_rejects_scan'{encoding})) \
+         to {} (format parquet)",
         urls.join(", "),
         literal(&records.to_string_lossy())
     ))?;
