@@ -58,7 +58,7 @@ where _run_id > getvariable('since_run') and getvariable('batches') = 1;
 -- Each distinct name's cleansed forms (filled below, once the rows are all known).
 create or replace temp table changed_names (
     name_sent varchar, person_name varchar, name_key varchar, surname varchar,
-    name_completeness hugeint
+    name_completeness integer
 );
 
 -- The cleansing, over whatever temp.changed_source holds when it is read.
@@ -177,7 +177,7 @@ select
     person_name,
     etl_key(again) as name_key,
     etl_surname(etl_key(again)) as surname,
-    etl_word_letters(again) as name_completeness
+    etl_word_letters(again)::integer as name_completeness
 from (select *, etl_person_name(person_name) as again from temp.changed_names);
 
 create or replace temp table new_rows as
