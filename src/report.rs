@@ -123,25 +123,23 @@ fn table(
     } else {
         String::new()
     };
-    let mut html = format!("<table id={id} class=sortable><thead><tr>");
-    for (i, h) in headers.iter().enumerate() {
-        let class = if numeric.contains(&i) {
+    // numbers are right-aligned, in the header as in the cells
+    let class = |i: usize| {
+        if numeric.contains(&i) {
             " class=num"
         } else {
             ""
-        };
-        let _ = write!(html, "<th{class}>{}</th>", esc(h));
+        }
+    };
+    let mut html = format!("<table id={id} class=sortable><thead><tr>");
+    for (i, h) in headers.iter().enumerate() {
+        let _ = write!(html, "<th{}>{}</th>", class(i), esc(h));
     }
     html.push_str("</tr></thead><tbody>");
     for row in &rows {
         html.push_str("<tr>");
         for (i, value) in row.iter().enumerate() {
-            let class = if numeric.contains(&i) {
-                " class=num"
-            } else {
-                ""
-            };
-            let _ = write!(html, "<td{class}>{}</td>", cell(value));
+            let _ = write!(html, "<td{}>{}</td>", class(i), cell(value));
         }
         html.push_str("</tr>");
     }
