@@ -170,7 +170,7 @@ fn run(args: Args) -> Result<()> {
             "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}",
             "stage", "wall s", "cpu s", "peak MB", "rows", "rows/s", "floor s", "x floor"
         );
-        let mut total = (0.0, 0.0, 0.0);
+        let mut total = (0.0, 0.0);
         for (i, s) in stages.iter().enumerate() {
             let floor = if i < 2 { floors[i] } else { None };
             let rate = if s.wall > 0.0 {
@@ -189,21 +189,28 @@ fn run(args: Args) -> Result<()> {
                 floor.map_or("-".to_string(), |f| format!("{f:.2}")),
                 floor.map_or("-".to_string(), |f| format!("{:.1}", s.wall / f)),
             );
-            total = (total.0 + s.wall, total.1 + s.cpu, f64::max(total.2, s.rss));
+            total = (total.0 + s.wall, total.1 + s.cpu);
         }
+        // what the steps do not time: starting, opening the lake, the final commit (and
+        // the checkpoint DuckDB may do then), the run's report, closing the lake
+        let whole = &run.whole;
         println!(
             "  {:<18} {:>8.2} {:>8.2} {:>9.0}",
-            "total", total.0, total.1, total.2
+            "open, commit, close",
+            whole.wall - total.0,
+            whole.cpu - total.1,
+            whole.rss
+        );
+        println!(
+            "  {:<18} {:>8.2} {:>8.2} {:>9.0}",
+            "total", whole.wall, whole.cpu, whole.rss
         );
         println!(
             "  possible duplicates (blocking, comparing): {:.2} s of the transform, {} pairs listed\n",
             run.duplicates.0, run.duplicates.1
         );
     }
-    let (cold, incremental) = (cold.stages, incremental.stages);
-    let cold_total: f64 = cold.iter().map(|s| s.wall).sum();
-    let incremental_total: f64 = incremental.iter().map(|s| s.wall).sum();
-    let cold_rss = cold.iter().map(|s| s.rss).fold(0.0, f64::max);
+    let (cold, incremental, idle) = (cold.whole, incremental.whole, idle.whole);
     println!(
         "against the hand-written reference (bench/reference.sql, DuckDB CLI, same data, memory_limit {})",
         env_or("ETL_BENCH_REFERENCE_MEMORY", "8GB")
@@ -219,16 +226,16 @@ fn run(args: Args) -> Result<()> {
     println!(
         "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10.1}",
         "etl cold run",
-        cold_total,
-        cold.iter().map(|s| s.cpu).sum::<f64>(),
-        cold_rss,
-        cold_total / reference.wall
+        cold.wall,
+        cold.cpu,
+        cold.rss,
+        cold.wall / reference.wall
     );
     println!(
         "  incremental run: {:.2} s, {:.1}% of the cold run; a run with nothing new: {:.2} s\n",
-        incremental_total,
-        100.0 * incremental_total / cold_total,
-        idle.stages.iter().map(|s| s.wall).sum::<f64>()
+        incremental.wall,
+        100.0 * incremental.wall / cold.wall,
+        idle.wall
     );
     println!("rows: what each stage handled: rows read (extract), raw rows computed (transform), rows written (publish)");
     println!("floors: psql \\copy of care_site and provider to /dev/null; every object's bytes read over one connection");
@@ -236,8 +243,8 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs bench/reference.sql with the DuckDB CLI, its `${...}` filled in; wall time, and the
-/// CPU time and peak memory of this process's children (the CLI's, as it runs first).
+/// Runs bench/reference.sql with the DuckDB CLI, its `${...}` filled in: its wall time, CPU
+/// time and peak memory, the whole process's.
 fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
     let out = Path::new("lake/bench-reference");
     let _ = std::fs::remove_dir_all(out);
@@ -270,24 +277,21 @@ fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
         sql.replace(&format!("${{{name}}}"), value)
     });
     let cli = std::env::var("ETL_DUCKDB_CLI").unwrap_or_else(|_| ".tools/bin/duckdb".into());
-    let before = children_usage();
-    let started = Instant::now();
-    let mut child = Command::new(&cli)
-        .arg("-batch")
+    let mut cmd = Command::new(&cli);
+    cmd.arg("-batch")
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start the DuckDB CLI {cli}"))?;
-    std::io::Write::write_all(
-        &mut child.stdin.take().context("no stdin")?,
-        filled.as_bytes(),
-    )?;
-    let status = child.wait()?;
-    let wall = started.elapsed().as_secs_f64();
-    if !status.success() {
+        .stdout(std::process::Stdio::null());
+    let whole = measured(cmd, |child| {
+        std::io::Write::write_all(
+            &mut child.stdin.take().context("no stdin")?,
+            filled.as_bytes(),
+        )?;
+        Ok(())
+    })
+    .with_context(|| format!("cannot run the DuckDB CLI {cli}"))?;
+    if !whole.success {
         bail!("the reference (bench/reference.sql) failed");
     }
-    let after = children_usage();
     let rows = std::process::Command::new(&cli)
         .arg("-csv")
         .arg("-noheader")
@@ -299,9 +303,9 @@ fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
         .output()?;
     Ok(Stage {
         name: "reference".into(),
-        wall,
-        cpu: after.0 - before.0,
-        rss: after.1,
+        wall: whole.wall,
+        cpu: whole.cpu,
+        rss: whole.rss,
         rows: String::from_utf8_lossy(&rows.stdout)
             .trim()
             .parse()
@@ -309,9 +313,44 @@ fn run_reference(pg: &PgTarget, bucket: &BucketTarget) -> Result<Stage> {
     })
 }
 
-/// CPU seconds and peak memory (MB) of the children this process has waited for.
-fn children_usage() -> (f64, f64) {
-    etl::run::usage_of(libc::RUSAGE_CHILDREN)
+/// What a child process cost, from its start to its exit.
+struct Whole {
+    success: bool,
+    wall: f64,
+    cpu: f64,
+    /// peak resident memory, MB
+    rss: f64,
+}
+
+/// Starts `cmd`, lets `feed` talk to it, waits for it and measures the whole process: wall
+/// time from its start to its exit, and the CPU time and peak memory the kernel kept for it
+/// (`wait4`), so that nothing it does after its last log line is left out.
+fn measured(
+    mut cmd: Command,
+    feed: impl FnOnce(&mut std::process::Child) -> Result<()>,
+) -> Result<Whole> {
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    feed(&mut child)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: wait4 writes only the status and the struct it is given; the child is ours
+    // and not waited for elsewhere.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    let wall = started.elapsed().as_secs_f64();
+    if pid < 0 {
+        bail!(
+            "cannot wait for the child: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Whole {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        wall,
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        rss: ru.ru_maxrss as f64 / 1024.0,
+    })
 }
 
 fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
@@ -320,26 +359,31 @@ fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// A run's stages, and what finding the possible duplicates cost it: (seconds over every
-/// batch, pairs listed).
+/// A run's stages, the whole process, and what finding the possible duplicates cost it:
+/// (seconds over every batch, pairs listed).
 struct EtlRun {
     stages: Vec<Stage>,
+    whole: Whole,
     duplicates: (f64, i64),
 }
 
 fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
-    let out = Command::new(etl)
-        .args(["-v", "run"])
+    let log = std::env::temp_dir().join(format!("etl-bench-{}.log", std::process::id()));
+    let mut cmd = Command::new(etl);
+    cmd.args(["-v", "run"])
         .arg(manifest)
-        .output()
-        .context("cannot run etl")?;
-    if !out.status.success() {
-        bail!("etl run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    let whole = measured(cmd, |_| Ok(())).context("cannot run etl")?;
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    if !whole.success {
+        bail!("etl run failed:\n{stderr}");
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lake.join("last-run.json"))?)?;
     // `-v` times each model: "  …/staged/possible_duplicates.sql (batch 1) in 0.12s"
-    let seconds: f64 = String::from_utf8_lossy(&out.stderr)
+    let seconds: f64 = stderr
         .lines()
         .filter(|l| l.contains("staged/possible_duplicates.sql (batch"))
         .filter_map(|l| {
@@ -367,6 +411,7 @@ fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
         .collect();
     Ok(EtlRun {
         stages,
+        whole,
         duplicates: (seconds, pairs),
     })
 }

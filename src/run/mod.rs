@@ -55,14 +55,9 @@ pub struct StepResult {
 
 /// (CPU seconds so far, peak resident memory in MB) of this process.
 pub fn usage() -> (f64, f64) {
-    usage_of(libc::RUSAGE_SELF)
-}
-
-/// The same of `who`: `RUSAGE_SELF`, or `RUSAGE_CHILDREN` (the children waited for).
-pub fn usage_of(who: libc::c_int) -> (f64, f64) {
     // SAFETY: getrusage only writes the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return (0.0, 0.0);
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
