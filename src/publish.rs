@@ -130,6 +130,20 @@ pub fn restore_key_maps(engine: &Engine, outputs: &Path) -> Result<Vec<(String, 
             "delete from etl.{table}; insert into etl.{table} by name select * from read_parquet({})",
             literal(&file.to_string_lossy())
         ))?;
+        // a key has one id (the table keeps no index that would refuse a second)
+        let twice = engine.query_strings(&format!(
+            "select key, count(*) over () from etl.{table} group by key having count(*) > 1 \
+             order by key limit 1"
+        ))?;
+        if let Some(row) = twice.first() {
+            bail!(
+                "{} is damaged: key {} has more than one id (keys with more than one: {}); nothing was \
+                 restored",
+                file.display(),
+                row[0].as_deref().unwrap_or_default(),
+                row[1].as_deref().unwrap_or_default()
+            );
+        }
         restored.push((
             table.to_string(),
             engine.query_i64(&format!("select count(*) from etl.{table}"))?,

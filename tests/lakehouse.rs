@@ -1003,8 +1003,9 @@ fn fails_inside_the_transaction(
     let current = current_target(&t);
     let published = std::fs::read(t.lake().join("omop/current/provider.parquet")).unwrap();
     let state = remembered(&t);
-    let pristine = std::fs::read_dir(sql.join("models/omop"))
-        .unwrap()
+    let pristine = ["models/omop", "models/staged"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(sql.join(dir)).unwrap())
         .map(|e| {
             let p = e.unwrap().path();
             (p.clone(), std::fs::read(&p).unwrap())
@@ -1077,6 +1078,29 @@ fn an_sql_error_in_a_model_rolls_the_whole_run_back() {
             std::fs::write(model, text).unwrap();
         },
         "no_such_table",
+        "transform",
+    );
+}
+
+/// The key maps keep no index: a model that would give a key two ids is stopped before it
+/// writes, by the check in staged/provider_keys.sql, and the run rolls back.
+#[test]
+fn a_key_given_two_ids_stops_the_run_before_anything_is_written() {
+    fails_inside_the_transaction(
+        "key_two_ids",
+        |sql| {
+            let model = sql.join("models/staged/provider_keys.sql");
+            let text = std::fs::read_to_string(&model).unwrap();
+            // every new provider gets a second id besides its own
+            let broken = text.replacen(
+                "    from fresh\n)",
+                "    from fresh\n    union all\n    select cluster_key, -1 from fresh\n)",
+                1,
+            );
+            assert_ne!(broken, text, "the planted fault did not apply");
+            std::fs::write(model, broken).unwrap();
+        },
+        "would get 2 ids (-1, ",
         "transform",
     );
 }
@@ -1219,7 +1243,8 @@ fn lake_connection(t: &Tenant) -> duckdb::Connection {
 }
 
 /// A lake as an older release left it (schema 1: no recorded version, `etl.runs` without
-/// the release and fingerprint of each run, a ledger without encodings) is brought up to
+/// the release and fingerprint of each run, a ledger without encodings, key maps with a
+/// primary-key index) is brought up to
 /// date by the next run, every row and id intact, and decides what a lake that was never
 /// old decides.
 #[test]
@@ -1233,9 +1258,23 @@ fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
             "drop table etl.schema_version;
              alter table etl.runs drop column etl_version;
              alter table etl.runs drop column fingerprint;
-             alter table etl.file_ledger drop column encoding;",
+             alter table etl.file_ledger drop column encoding;
+             create table etl.old_provider_keys (key varchar primary key,
+                 provider_id integer not null, first_run_id varchar not null);
+             insert into etl.old_provider_keys select * from etl.provider_keys;
+             drop table etl.provider_keys;
+             alter table etl.old_provider_keys rename to provider_keys;
+             create table etl.old_care_site_keys (key varchar primary key,
+                 care_site_id integer not null, first_run_id varchar not null);
+             insert into etl.old_care_site_keys select * from etl.care_site_keys;
+             drop table etl.care_site_keys;
+             alter table etl.old_care_site_keys rename to care_site_keys;",
         )
         .unwrap();
+    let indexed = "select count(*) from duckdb_constraints() where schema_name = 'etl' \
+                   and table_name in ('provider_keys', 'care_site_keys') \
+                   and constraint_type = 'PRIMARY KEY'";
+    assert_eq!(t.query(indexed), table("2"));
     let ledger = t.query("select * from etl.file_ledger order by all");
     let keys = t.query("select * from etl.provider_keys order by all");
     let sites = t.query("select * from etl.care_site_keys order by all");
@@ -1248,12 +1287,16 @@ fn a_lake_of_the_previous_schema_is_migrated_with_every_row_and_id() {
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("lake schema: migrating to version 2"), "{log}");
     assert!(log.contains("lake schema: migrating to version 3"), "{log}");
+    assert!(log.contains("lake schema: migrating to version 4"), "{log}");
     twin.run_ok(&[]);
 
     assert_eq!(
         t.query("select version from etl.schema_version"),
-        table("3")
+        table("4")
     );
+    // the key maps lost their index, as a new lake has them
+    assert_eq!(t.query(indexed), table("0"));
+    assert_eq!(twin.query(indexed), table("0"));
     // the ledger's rows of before are there, their encoding unknown (NULL: UTF-8 then)
     let ledger_now = t.query("select * exclude (encoding) from etl.file_ledger order by all");
     assert!(
@@ -1305,7 +1348,7 @@ fn a_lake_newer_than_this_etl_is_refused_and_left_untouched() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out)
-                .contains("the lake has schema version 99, newer than the 3 this etl knows"),
+                .contains("the lake has schema version 99, newer than the 4 this etl knows"),
             "{}",
             stderr(&out)
         );
@@ -1384,4 +1427,31 @@ fn a_lost_lake_is_restored_and_every_id_kept() {
     t.run_ok(&[]);
     assert_eq!(outputs(&t), outputs(&twin));
     assert_eq!(keys(&t), keys(&twin));
+
+    // a damaged key map, one key with two ids, is refused: nothing is restored from it
+    let map = t.lake().join("omop/current/state/provider_keys.parquet");
+    let damaged = t.dir.path().join("damaged.parquet");
+    duckdb::Connection::open_in_memory()
+        .unwrap()
+        .execute_batch(&format!(
+            "copy (select * from '{map}' union all
+                   (select key, provider_id + 1000, first_run_id from '{map}' order by key limit 1))
+             to '{damaged}' (format parquet)",
+            map = map.display(),
+            damaged = damaged.display()
+        ))
+        .unwrap();
+    // (replaced, not written over: the map's file may be a link shared with earlier runs)
+    std::fs::remove_file(&map).unwrap();
+    std::fs::rename(&damaged, &map).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let out = t.etl(&["restore", &m]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("provider_keys.parquet is damaged: key ")
+            && stderr(&out).contains(" has more than one id (keys with more than one: 1)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!file.exists(), "a lake was left from a damaged map");
 }

@@ -66,14 +66,16 @@ create table if not exists etl.schema_drift (
     column_name   varchar not null
 );
 
--- Surrogate ids: once a key has an id, it keeps it; ids are never reused.
+-- Surrogate ids: once a key has an id, it keeps it; ids are never reused. A key has one id:
+-- the models that add keys check it before they write (staged/provider_keys.sql), rather
+-- than an index of every key ever given, whose upkeep cost more than the insert itself.
 create table if not exists etl.provider_keys (
-    key           varchar primary key,       -- 'npi:…' or 'src:…'
+    key           varchar not null,          -- 'npi:…' or 'src:…'
     provider_id   integer not null,
     first_run_id  varchar not null
 );
 create table if not exists etl.care_site_keys (
-    key           varchar primary key,       -- 'name:…' (normalised) or 'src:…'
+    key           varchar not null,          -- 'name:…' (normalised) or 'src:…'
     care_site_id  integer not null,
     first_run_id  varchar not null
 );

@@ -1,6 +1,6 @@
 -- Surrogate ids of care sites: new sites get the next ids, in the order they were first
 -- seen; known sites keep theirs.
-insert into etl.care_site_keys (key, care_site_id, first_run_id)
+create or replace temp table new_care_site_keys as
 with
 new_keys as (
     select site_key, min(source_order) as first_seen
@@ -9,8 +9,18 @@ new_keys as (
     group by site_key
 )
 select
-    site_key,
+    site_key as key,
     (select coalesce(max(care_site_id), 0) from etl.care_site_keys)
-        + row_number() over (order by first_seen, site_key),
-    getvariable('run_id')
+        + row_number() over (order by first_seen, site_key) as care_site_id,
+    getvariable('run_id') as first_run_id
 from new_keys;
+
+-- A key has one id, checked before anything is written (as in staged/provider_keys.sql).
+select error(format('etl.care_site_keys: key {} would get {} ids ({}); nothing was written',
+                    key, count(*), string_agg(care_site_id::varchar, ', ' order by care_site_id)))
+from temp.new_care_site_keys
+group by key
+having count(*) > 1;
+
+insert into etl.care_site_keys (key, care_site_id, first_run_id)
+select key, care_site_id, first_run_id from temp.new_care_site_keys;

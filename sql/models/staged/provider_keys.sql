@@ -1,6 +1,6 @@
 -- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
 -- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
-insert into etl.provider_keys (key, provider_id, first_run_id)
+create or replace temp table new_provider_keys as
 with
 
 unique_source_ids as (
@@ -74,8 +74,20 @@ assigned as (
     from fresh
 )
 
-select ck.key, assigned.provider_id, getvariable('run_id')
+select ck.key, assigned.provider_id, getvariable('run_id') as first_run_id
 from cluster_keys as ck
 join assigned on assigned.cluster_key = ck.cluster_key
 -- (an anti join, not NOT IN: NOT IN would build a hash table of every key ever given)
 anti join etl.provider_keys as known_keys on known_keys.key = ck.key;
+
+-- A key has one id. The table keeps no index to say so (its upkeep cost more than the
+-- insert): the new keys are checked here, before anything is written. They are new by the
+-- anti join above, so a key can only have two ids among them.
+select error(format('etl.provider_keys: key {} would get {} ids ({}); nothing was written',
+                    key, count(*), string_agg(provider_id::varchar, ', ' order by provider_id)))
+from temp.new_provider_keys
+group by key
+having count(*) > 1;
+
+insert into etl.provider_keys (key, provider_id, first_run_id)
+select key, provider_id, first_run_id from temp.new_provider_keys;
