@@ -39,13 +39,17 @@ where _deleted_at is null;
 
 -- Every raw row loaded since the last transform, with its batch: computed once, by the
 -- first batch (a temporary table lasts for the run), when there are several batches.
+-- Ordered by batch, so that each batch reads its own row groups only (their min and max
+-- batch skip the others): at 10M rows in 11 batches, sorting costs 9 s once and saves 4 s
+-- a batch.
 create temp table if not exists changed_with_batch as
 select
     *,
     etl_batch_of(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
                  source, source_ref, source_row) as _batch
 from temp.provider_source
-where _run_id > getvariable('since_run') and getvariable('batches') > 1;
+where _run_id > getvariable('since_run') and getvariable('batches') > 1
+order by _batch;
 
 create or replace temp table changed_source as
 select * exclude (_batch) from temp.changed_with_batch
