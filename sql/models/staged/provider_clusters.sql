@@ -12,8 +12,13 @@
 -- etl:materialize staged.provider_clusters from temp.clusters
 -- etl:replace (cluster_key) in temp.affected_clusters
 create or replace temp table clusters as
--- arg_min over a ranking key, not first(… order by …): an ordered aggregate sorts each group
--- in memory and cannot spill, which ran out of memory at 10M rows.
+-- Each field's survivor is picked by arg_min over one BIGINT ranking key and names its row
+-- (the row's rowid in temp.cluster_rows); the values are then read from that row. Both
+-- arguments fixed-size, the aggregate spills within the memory limit: with a struct value
+-- or a tuple key per state (and first(… order by …) before that) it could not, and 2M rows
+-- a batch needed more than the limit.
+-- A ranking key packs, most significant first: flags (bits 52–53), a rank below 2^20
+-- (bits 32–51) and the row's place among its provider's rows, newest first (bits 0–31).
 with
 
 ranked as (
@@ -21,71 +26,102 @@ ranked as (
     -- by the values themselves, never by position, so the same rows in any order give the
     -- same result (the row number only separates rows that are identical anyway).
     select
-        cluster_rows.*,
+        cluster_rows.rowid as row_ix,
+        cluster_rows.cluster_key,
+        cluster_rows.person_name,
+        cluster_rows.surname,
+        cluster_rows.name_completeness,
+        cluster_rows.npi,
+        cluster_rows.npi_problem,
+        cluster_rows.specialty_source_value,
+        cluster_rows.care_site_id,
+        cluster_rows.site_name_sent,
+        cluster_rows.site_id,
+        cluster_rows.source_id,
+        cluster_rows.source,
         -- a steward said whose this NPI is (npi_belongs_to): that person's rows come first
         steward.line as steward_line,
         row_number() over (
-            partition by cluster_key
+            partition by cluster_rows.cluster_key
             order by recency desc nulls last, (source_kind = 'database') desc, source_ref desc,
-                     person_name, npi_digits, source_id, specialty_source_value, site_name_key,
-                     site_id, source, source_order
-        ) as newest_first,
-        -- the trust order: listed sources first, in order; the others after, all equal
-        coalesce(nullif(list_position(getvariable('source_trust'), source), 0), 1000000)
-            as trust_rank
+                     cluster_rows.person_name, npi_digits, cluster_rows.source_id,
+                     cluster_rows.specialty_source_value, site_name_key,
+                     cluster_rows.site_id, cluster_rows.source, source_order
+        ) as newest_first
     from temp.cluster_rows
     left join temp.steward_npi_names as steward
         on steward.npi = cluster_rows.npi and etl_name_key(steward.name) = cluster_rows.name_key
 ),
 
+keyed as (
+    select
+        *,
+        -- the most complete name first (completeness below 2^20: a million letters)
+        ((1048575 - least(name_completeness, 1048575))::bigint << 32) | newest_first
+            as by_completeness,
+        -- one row's whole record: a row with an NPI, then the steward's, then the manifest's
+        -- trust order (listed sources first, in order; the others after, all equal)
+        ((npi is null)::bigint << 53) | ((steward_line is null)::bigint << 52)
+            | (least(coalesce(nullif(list_position(getvariable('source_trust'), source), 0),
+                              1000000), 1048575)::bigint << 32)
+            | newest_first as by_record
+    from ranked
+),
+
 survived as (
     select
         cluster_key,
-        arg_min(struct_pack(person_name, name_key, surname), (-name_completeness, newest_first))
-            filter (where person_name is not null) as named,
-        arg_min(struct_pack(source, source_ref, source_row),
-                ((person_name is null), -name_completeness, newest_first)) as survivor,
-        arg_min(npi, ((npi_problem is not null), newest_first))
-            filter (where npi is not null) as npi,
-        arg_min(struct_pack(specialty_source_value, specialty_concept_id), newest_first)
-            filter (where specialty_source_value is not null) as specialty,
+        arg_min(row_ix, by_completeness) filter (where person_name is not null) as named_ix,
+        arg_min(row_ix, ((person_name is null)::bigint << 52) | by_completeness) as survivor_ix,
+        arg_min(row_ix, ((npi_problem is not null)::bigint << 32) | newest_first)
+            filter (where npi is not null) as npi_ix,
+        arg_min(row_ix, newest_first)
+            filter (where specialty_source_value is not null) as specialty_ix,
         -- arg_min_null: the newest row's site wins even when it is unknown (NULL), never an older guess
         arg_min_null(care_site_id, newest_first)
             filter (where site_name_sent is not null or site_id is not null) as care_site_id,
-        arg_min(source_id, newest_first)
-            filter (where source_id is not null) as provider_source_value,
+        arg_min(row_ix, newest_first) filter (where source_id is not null) as source_id_ix,
         count(*) as rows_in_cluster,
         -- rows naming different people: one row's whole record instead of a blend
         min(surname) <> max(surname) as identity_conflict,
-        arg_min(struct_pack(person_name, name_key, surname, npi, specialty_source_value,
-                            specialty_concept_id, care_site_id, source_id, source, source_ref,
-                            source_row, steward_line),
-                ((npi is null), (steward_line is null), trust_rank, newest_first))
-            filter (where person_name is not null) as whole
-    from ranked
+        arg_min(row_ix, by_record) filter (where person_name is not null) as whole_ix,
+        arg_min_null(steward_line, by_record)
+            filter (where person_name is not null) as whole_steward_line
+    from keyed
     -- (the rows with a key are those of the affected providers: none in a run with nothing new)
     where cluster_key is not null and getvariable('affected') > 0
     group by cluster_key
 )
 
 select
-    cluster_key,
-    coalesce(identity_conflict, false) as identity_conflict,
-    rows_in_cluster,
-    if(identity_conflict, whole.person_name, named.person_name) as provider_name,
+    s.cluster_key,
+    coalesce(s.identity_conflict, false) as identity_conflict,
+    s.rows_in_cluster,
+    if(s.identity_conflict, whole.person_name, named.person_name) as provider_name,
     -- the published name's key and surname, for the possible duplicates
-    if(identity_conflict, whole.name_key, named.name_key) as name_key,
-    if(identity_conflict, whole.surname, named.surname) as surname,
-    if(identity_conflict, struct_pack(source := whole.source, source_ref := whole.source_ref,
-                                      source_row := whole.source_row), survivor) as survivor,
-    if(identity_conflict, whole.npi, npi) as npi,
-    if(identity_conflict,
+    if(s.identity_conflict, whole.name_key, named.name_key) as name_key,
+    if(s.identity_conflict, whole.surname, named.surname) as surname,
+    if(s.identity_conflict,
+       struct_pack(source := whole.source, source_ref := whole.source_ref,
+                   source_row := whole.source_row),
+       struct_pack(source := survivor.source, source_ref := survivor.source_ref,
+                   source_row := survivor.source_row)) as survivor,
+    if(s.identity_conflict, whole.npi, npi.npi) as npi,
+    if(s.identity_conflict,
        if(whole.specialty_source_value is null, null,
           struct_pack(specialty_source_value := whole.specialty_source_value,
                       specialty_concept_id := whole.specialty_concept_id)),
-       specialty) as specialty,
-    if(identity_conflict, whole.care_site_id, care_site_id) as care_site_id,
-    if(identity_conflict, whole.source_id, provider_source_value) as provider_source_value,
+       if(s.specialty_ix is null, null,
+          struct_pack(specialty_source_value := specialty.specialty_source_value,
+                      specialty_concept_id := specialty.specialty_concept_id))) as specialty,
+    if(s.identity_conflict, whole.care_site_id, s.care_site_id) as care_site_id,
+    if(s.identity_conflict, whole.source_id, source_id.source_id) as provider_source_value,
     -- the line of the steward decision that chose the published row
-    if(identity_conflict, whole.steward_line, null) as steward_line
-from survived;
+    if(s.identity_conflict, s.whole_steward_line, null) as steward_line
+from survived as s
+left join temp.cluster_rows as named on named.rowid = s.named_ix
+left join temp.cluster_rows as survivor on survivor.rowid = s.survivor_ix
+left join temp.cluster_rows as npi on npi.rowid = s.npi_ix
+left join temp.cluster_rows as specialty on specialty.rowid = s.specialty_ix
+left join temp.cluster_rows as source_id on source_id.rowid = s.source_id_ix
+left join temp.cluster_rows as whole on whole.rowid = s.whole_ix;
