@@ -16,30 +16,38 @@ from temp.clusters as clusters
 join etl.provider_keys as keys on keys.key = clusters.cluster_key
 where clusters.provider_name is not null;
 
+-- every batch's providers, for the history (omop/provider_history.sql, once the last batch
+-- is done) and for the end of a full recompute (below)
+create temp table if not exists touched_providers (provider_id integer);
+
 -- The providers this batch may change: those of the affected clusters, before and after.
 create or replace temp table batch_providers as
-select provider_id from etl.provider_keys
-where key in (select cluster_key from temp.affected_clusters)
+with
+
+this_batch as (
+    select provider_id from etl.provider_keys
+    where key in (select cluster_key from temp.affected_clusters)
+    union
+    select provider_id from temp.provider
+)
+
+select provider_id from this_batch
 union
-select provider_id from temp.provider
-union
--- after the last batch of a full recompute: providers no row names any more
+-- after the last batch of a full recompute: providers that no batch touched, so no row
+-- names them any more (every provider with rows was touched by the batch of its rows)
 select omop.provider.provider_id
 from omop.provider
 anti join (
-    select keys.provider_id
-    from staged.provider_clusters as clusters
-    join etl.provider_keys as keys on keys.key = clusters.cluster_key
-    where clusters.provider_name is not null
-) as named on named.provider_id = omop.provider.provider_id
+    select provider_id from temp.touched_providers
+    union all
+    select provider_id from this_batch
+) as touched on touched.provider_id = omop.provider.provider_id
 where getvariable('full_recompute') and getvariable('last_batch');
 
 delete from omop.provider
 where provider_id in (select provider_id from temp.batch_providers)
   and provider_id not in (select provider_id from temp.provider);
 
--- every batch's, for the history (omop/provider_history.sql), written once the last batch is done
-create temp table if not exists touched_providers (provider_id integer);
 insert into temp.touched_providers select provider_id from temp.batch_providers;
 
 merge into omop.provider as target
