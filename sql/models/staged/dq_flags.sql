@@ -23,7 +23,9 @@ provider_findings as (
     select source, source_ref, source_row, 'npi_reformatted', npi_sent,
            'non-digits removed: ' || npi_digits
     from temp.cluster_rows
-    where npi_digits is not null and npi_digits <> etl_clean_text(npi_sent)
+    -- (an NPI sent as its digits is clean already: only the others are cleaned to compare)
+    where npi_digits is not null and npi_digits <> npi_sent
+      and npi_digits <> etl_clean_text(npi_sent)
     union all
     select source, source_ref, source_row, 'name_cleaned', name_sent,
            'titles, credentials or spacing removed: ' || stripped
