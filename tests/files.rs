@@ -414,6 +414,33 @@ fn a_declared_encoding_is_used_and_an_unknown_one_named() {
         t.query("select source_ref, count(*) from staged.dq_flags where flag = 'decoded_from' group by all"),
         table(&format!("{key} | 2"))
     );
+    // files without a bad line, read together in one scan, are decoded and recorded the same
+    let clean: Vec<u8> = body
+        .split_inclusive(|&b| b == b'\n')
+        .take(4)
+        .flatten()
+        .copied()
+        .collect();
+    let together = ["providers/2026-11-30/a.csv", "providers/2026-11-30/b.csv"];
+    for key in together {
+        t.put(key, &clean);
+    }
+    t.run_ok(&[]);
+    for key in together {
+        assert_eq!(ledger(&t, key), vec![row(&["loaded", "3", "0", ""])]);
+        assert_eq!(
+            t.query(&format!(
+                "select encoding from etl.file_ledger where object_key = '{key}'"
+            )),
+            table("CP1252")
+        );
+        assert_eq!(
+            t.query(&format!(
+                "select count(*) from staged.dq_flags where flag = 'decoded_from' and source_ref = '{key}'"
+            )),
+            table("2")
+        );
+    }
 
     let t = Tenant::with_sample("unknown_encoding");
     t.write_manifest(|m| {

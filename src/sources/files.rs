@@ -615,10 +615,9 @@ fn read_group(
 ) -> Result<Vec<Option<Staged>>> {
     let records = staging.join(format!("group-{n:03}.parquet"));
     let urls: Vec<String> = group.iter().map(|o| literal(&o.url)).collect();
-    let encoding = files
-        .encoding
-        .as_ref()
-        .map_or(String::new(), |e| format!(", encoding = {}", literal(e)));
+    // (grouped only when no layout has an encoding of its own: the source's, if declared)
+    let declared = files.encoding.as_deref();
+    let encoding = declared.map_or(String::new(), |e| format!(", encoding = {}", literal(e)));
     engine.execute("drop table if exists _etl_rejects; drop table if exists _etl_rejects_scan;")?;
     engine.execute(&format!(
         "copy (select * from read_csv([{}], all_varchar = true, header = true, \
@@ -660,7 +659,8 @@ fn read_group(
                 format: Format::Csv,
                 records: records.clone(),
                 rejects: None,
-                decoded_from: None,
+                // as for a file read alone in a declared encoding (`fetch_object`)
+                decoded_from: declared.filter(|e| !is_utf8(e)).map(str::to_string),
                 part: Some(Part {
                     url: object.url.clone(),
                     first_row,
