@@ -301,25 +301,31 @@ pub fn load(engine: &Engine, manifest: &Manifest, lines: &[Line], run_id: &str) 
             format!("select * from (values {})", rows.join(", "))
         }
     };
-    // (without merges, the key map of every provider is not read)
-    let keys = if merges.is_empty() {
-        "select ''::varchar as key, ''::varchar as cluster_key limit 0".to_string()
+    // (without merges, the key map of every provider is not read, and no key is added)
+    let (keys, merged_keys) = if merges.is_empty() {
+        (
+            "select ''::varchar as key, ''::varchar as cluster_key limit 0",
+            String::new(),
+        )
     } else {
-        format!(
+        (
             "select keys.key, 'steward:' || merges.kept_id as cluster_key
              from etl.provider_keys as keys
-             join temp.steward_merges as merges on merges.provider_id = keys.provider_id;
-             insert into etl.provider_keys (key, provider_id, first_run_id)
-             select distinct 'steward:' || kept_id, kept_id, {}
-             from temp.steward_merges
-             anti join etl.provider_keys as known on known.key = 'steward:' || kept_id",
-            literal(run_id)
+             join temp.steward_merges as merges on merges.provider_id = keys.provider_id",
+            format!(
+                "insert into etl.provider_keys (key, provider_id, first_run_id)
+                 select distinct 'steward:' || kept_id, kept_id, {}
+                 from temp.steward_merges
+                 anti join etl.provider_keys as known on known.key = 'steward:' || kept_id;",
+                literal(run_id)
+            ),
         )
     };
     engine.execute(&format!(
         "create or replace temp table steward_merges as \
          select col0::integer as provider_id, col1::integer as kept_id from ({});
          create or replace temp table steward_keys as {keys};
+         {merged_keys}
          create or replace temp table steward_apart as
          select col0::integer as provider_a, col1::integer as provider_b from ({});
          create or replace temp table steward_npi_names as
