@@ -231,6 +231,19 @@ pub fn run(
         plan.batches,
         trust.join(", ")
     ))?;
+    if let Some(since_run) = unchanged_since(engine, plan)? {
+        // Nothing the models read has changed: every staged and OMOP row is what the last
+        // transform left. The run's reconciliation is that transform's, checked again
+        // against the tables by the run's checks.
+        log::info!("  nothing changed since the transform of run {since_run}: models not run");
+        engine.execute(&format!(
+            "insert into etl.reconciliation \
+             select getvariable('run_id'), entity, source, rows_read, loaded, merged, quarantined \
+             from etl.reconciliation where run_id = {}",
+            literal(&since_run)
+        ))?;
+        return drop_scratch(engine);
+    }
     if plan.commits {
         // A load this large commits before the transform, so the rows it loaded are not
         // held by one transaction with every batch; the transform state still points
@@ -273,6 +286,38 @@ pub fn run(
         plan.batches
     ))?;
     Ok(())
+}
+
+/// The run of the last transform, when nothing the models read has changed since: no full
+/// recompute is due (the fingerprint covers the code, the vocabularies and the steward
+/// decisions), no raw row was loaded or marked deleted, and no object was read again (an
+/// object that changed to empty or bad has its rows removed, and none loaded). A delete is
+/// known by its time: `_deleted_at` is the start of the transaction of the run that found
+/// it, which began after the last transform's run did.
+fn unchanged_since(engine: &Engine, plan: &Plan) -> Result<Option<String>> {
+    let Some(since_run) = plan.since_run.as_deref() else {
+        return Ok(None);
+    };
+    if plan.full.is_some() || plan.changed_rows > 0 {
+        return Ok(None);
+    }
+    let since = literal(since_run);
+    let mut changes = engine.query_i64(&format!(
+        "select count(*) from etl.file_ledger where run_id > {since}"
+    ))?;
+    let tables = engine.query_strings(
+        "select table_name from duckdb_columns() \
+         where schema_name = 'raw' and column_name = '_deleted_at' order by table_name",
+    )?;
+    for table in tables.into_iter().filter_map(|r| r[0].clone()) {
+        // (a run no longer in the history: every delete counts)
+        changes += engine.query_i64(&format!(
+            "select count(*) from raw.{} where _deleted_at >= coalesce( \
+                 (select started_at from etl.runs where run_id = {since}), '-infinity'::timestamptz)",
+            crate::engine::ident(&table),
+        ))?;
+    }
+    Ok((changes == 0).then(|| since_run.to_string()))
 }
 
 /// Drops the scratch tables and views (temporary: the connection's own, never in the lake).

@@ -131,8 +131,53 @@ fn a_second_run_without_new_data_changes_nothing_and_reads_no_object() {
         "{log}"
     );
     assert_eq!((t.published("provider"), t.published("care_site")), before);
-    let runs = t.query("select status from etl.runs order by started_at");
-    assert_eq!(runs, table("succeeded\nsucceeded"));
+    let runs = t.query("select run_id, status from etl.runs order by started_at");
+    assert_eq!(
+        runs.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
+        ["succeeded", "succeeded"]
+    );
+    let (first, second) = (&runs[0][0], &runs[1][0]);
+    // nothing the models read changed: none ran, and the run accounts for every row as the
+    // first did (the run's checks hold it to the tables)
+    assert!(
+        log.contains(&format!(
+            "nothing changed since the transform of run {first}: models not run"
+        )),
+        "{log}"
+    );
+    let reconciliation = |run: &str| {
+        t.query(&format!(
+            "select entity, source, rows_read, loaded, merged, quarantined \
+             from etl.reconciliation where run_id = '{run}' order by all"
+        ))
+    };
+    assert_eq!(reconciliation(second), reconciliation(first));
+    assert_eq!(reconciliation(first).len(), 3);
+    assert_eq!(
+        t.query("select run_id from etl.transform_state"),
+        table(first)
+    );
+
+    // an object that changed to empty is a change: its rows were removed, none loaded
+    let json_rows = "select count(*) from staged.provider_rows \
+                     where source_ref = 'providers/2026-11-28/providers.json'";
+    assert_ne!(t.query(json_rows), table("0"));
+    t.put("providers/2026-11-28/providers.json", b"");
+    let log = stderr(&t.run_ok(&[]));
+    assert!(!log.contains("models not run"), "{log}");
+    assert_eq!(t.query(json_rows), table("0"));
+
+    // so is a row deleted at its source
+    t.pg()
+        .batch_execute("delete from care_site where care_site_source_value = 'CS009'")
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(!log.contains("models not run"), "{log}");
+    assert_eq!(
+        t.query("select count(*) from omop.care_site where care_site_source_value = 'CS009'"),
+        table("0")
+    );
+    assert_eq!(t.published("care_site").len(), before.1.len() - 1);
 }
 
 #[test]
