@@ -212,13 +212,18 @@ pub fn run(
     // (lakes of etl 0.1 kept scratch tables in a schema `work`; they are temporary now)
     engine.execute("drop schema if exists work cascade;")?;
     drop_scratch(engine)?;
-    load_vocabularies(engine, &manifest.vocab_dir)?;
-    // the steward decisions, as temporary tables (checked before the run started)
-    let decisions = crate::stewards::read(manifest)?;
-    crate::stewards::load(engine, manifest, &decisions, run_id)?;
-    let macros = sql_files(&manifest.sql_dir.join("macros"))?;
-    for file in &macros {
-        engine.execute_file(file)?;
+    let unchanged = unchanged_since(engine, plan)?;
+    if unchanged.is_none() {
+        // (when nothing changed, the lake holds them as the last transform left them: the
+        // fingerprint covers them)
+        load_vocabularies(engine, &manifest.vocab_dir)?;
+        // the steward decisions, as temporary tables (checked before the run started)
+        let decisions = crate::stewards::read(manifest)?;
+        crate::stewards::load(engine, manifest, &decisions, run_id)?;
+        let macros = sql_files(&manifest.sql_dir.join("macros"))?;
+        for file in &macros {
+            engine.execute_file(file)?;
+        }
     }
     // the staging contract: every source's rows in the shape the models read
     crate::staging::create(engine, manifest)?;
@@ -231,7 +236,7 @@ pub fn run(
         plan.batches,
         trust.join(", ")
     ))?;
-    if let Some(since_run) = unchanged_since(engine, plan)? {
+    if let Some(since_run) = unchanged {
         // Nothing the models read has changed: every staged and OMOP row is what the last
         // transform left. The run's reconciliation is that transform's, checked again
         // against the tables by the run's checks.
