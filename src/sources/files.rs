@@ -37,8 +37,13 @@ pub trait Store: Sync {
     fn endpoint(&self) -> String;
     /// Where the source's files are, for `etl plan`: `s3://b/prefix/`, `/p/`.
     fn location(&self) -> String;
-    /// Lets `engine` read the store (a scoped secret, an extension).
+    /// Checks the store can be used (a folder that exists), before anything is read.
     fn connect(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()>;
+    /// Lets `engine` read the store's files (a scoped secret, an extension): done when
+    /// DuckDB first reads one, so a run with nothing new loads nothing for it.
+    fn open_in(&self, _engine: &Engine, _settings: &EngineSettings, _name: &str) -> Result<()> {
+        Ok(())
+    }
     /// Every file, sorted by key, with a tag that changes when its content does.
     fn list(&self) -> Result<Vec<ObjectInfo>>;
     /// Where DuckDB reads the file of `key`, and how messages name it.
@@ -75,6 +80,19 @@ pub struct FileSource<'a> {
     pub name: &'a str,
     pub files: FileSettings,
     pub store: Box<dyn Store + 'a>,
+    /// The engine settings given to `connect`, until the store is opened in the engine
+    /// (`Store::open_in`) when DuckDB first reads one of its files.
+    pub unopened: std::cell::RefCell<Option<EngineSettings>>,
+}
+
+impl FileSource<'_> {
+    /// Opens the store in `engine`, once: before DuckDB reads one of its files.
+    fn open(&self, engine: &Engine) -> Result<()> {
+        match self.unopened.borrow_mut().take() {
+            Some(settings) => self.store.open_in(engine, &settings, self.name),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Connector for FileSource<'_> {
@@ -83,7 +101,9 @@ impl Connector for FileSource<'_> {
     }
 
     fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
-        self.store.connect(engine, settings, self.name)
+        self.store.connect(engine, settings, self.name)?;
+        *self.unopened.borrow_mut() = Some(settings.clone());
+        Ok(())
     }
 
     fn check(&self, _engine: &Engine) -> Result<String> {
@@ -139,15 +159,7 @@ impl Connector for FileSource<'_> {
         full_refresh: bool,
         progress: &Progress,
     ) -> Result<Box<dyn Fetched>> {
-        let fetched = fetch(
-            engine,
-            self.name,
-            &self.files,
-            self.store.as_ref(),
-            staging,
-            full_refresh,
-            progress,
-        )?;
+        let fetched = fetch(engine, self, staging, full_refresh, progress)?;
         Ok(Box::new(FetchedObjects {
             name: self.name.to_string(),
             files: self.files.clone(),
@@ -170,6 +182,7 @@ impl Connector for FileSource<'_> {
     }
 
     fn samples(&self, engine: &Engine) -> Result<BTreeMap<String, (String, String)>> {
+        self.open(engine)?;
         // newest first; a layout takes the newest file whose header matches it best
         let mut objects = self.store.list()?;
         objects.sort_by(|a, b| {
@@ -451,13 +464,12 @@ pub struct Staging {
 /// and keeps its unparsable lines, and rejects it alone when it is bad.
 fn fetch(
     engine: &Engine,
-    name: &str,
-    files: &FileSettings,
-    store: &dyn Store,
+    source: &FileSource,
     staging: &Path,
     full_refresh: bool,
     progress: &Progress,
 ) -> Result<Staging> {
+    let (name, files, store) = (source.name, &source.files, source.store.as_ref());
     for encoding in files
         .encoding
         .iter()
@@ -472,6 +484,9 @@ fn fetch(
         ledger(engine, name)?
     };
     let chosen = select(objects, &known);
+    if !chosen.read.is_empty() {
+        source.open(engine)?;
+    }
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
     let bar = progress.bar(chosen.read.len() as u64, "objects");

@@ -92,11 +92,13 @@ pub fn connector(source: &Source) -> Box<dyn Connector + '_> {
             name: &source.name,
             files: s3::S3Store::settings(s3),
             store: Box::new(s3::S3Store { s3 }),
+            unopened: Default::default(),
         }),
         SourceKind::Folder(folder) => Box::new(files::FileSource {
             name: &source.name,
             files: folder::FolderStore::settings(folder),
             store: Box::new(folder::FolderStore { folder }),
+            unopened: Default::default(),
         }),
     }
 }

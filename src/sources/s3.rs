@@ -37,7 +37,11 @@ impl Store for S3Store<'_> {
         format!("s3://{}/{}", self.s3.bucket, self.s3.prefix)
     }
 
-    fn connect(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()> {
+    fn connect(&self, _engine: &Engine, _settings: &EngineSettings, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn open_in(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()> {
         create_secret(engine, settings, name, self.s3)
     }
 
