@@ -124,6 +124,14 @@ impl Engine {
         if let Some(threads) = settings.threads {
             sql.push_str(&format!(" set threads = {threads};"));
         }
+        // DuckDB's allocator keeps memory it freed for reuse, outside `memory_limit`: by
+        // default up to 128 MiB, and 512 MiB after a large free. Kept to 16 MiB, a full
+        // recompute of 10M + 10M rows under a 1 GB limit peaked at 1.30 GB instead of
+        // 1.57 GB, and took 5% longer (290 s against 277 s, back to back).
+        sql.push_str(
+            " set allocator_flush_threshold = '16MB';\
+             set allocator_bulk_deallocation_flush_threshold = '16MB';",
+        );
         let ext_dir = extension_directory(settings);
         if ext_dir.is_dir() {
             sql.push_str(&format!(
