@@ -393,7 +393,8 @@ fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
                 .parse::<f64>()
                 .ok()
         })
-        .sum();
+        // (not `sum`: a float sum of nothing is -0.0, printed "-0.00")
+        .fold(0.0, |total, s| total + s);
     let pairs = summary["counts"]["possible_duplicates"]
         .as_i64()
         .unwrap_or_default();
