@@ -63,27 +63,34 @@ pub fn write(
 
 /// The tables that keep ids durable: every key a provider or care site was ever known by
 /// and its id. Each publish writes them beside the outputs (`<run>/state/`), so a lost
-/// lake is rebuilt with every id it gave (`etl restore`). A map no key was added to since
-/// the current folder's is that file, linked.
+/// lake is rebuilt with every id it gave (`etl restore`). Keys are only ever added, each
+/// with the run that added it, so a map is published in parts: `<map>.parquet` and
+/// `<map>.<run>.parquet`, the keys added in that run and after the parts before it. A
+/// publish links the current folder's parts and writes only the keys added since; one
+/// that would make more than `MAX_KEY_PARTS` parts writes the whole map again, as one.
 pub const KEY_MAPS: &[&str] = &["provider_keys", "care_site_keys"];
+
+/// Parts beyond the first before a map is written whole again (a daily run adding keys
+/// makes one a day).
+const MAX_KEY_PARTS: usize = 30;
 
 fn write_key_maps(engine: &Engine, dir: &Path, current: Option<&(String, PathBuf)>) -> Result<()> {
     let state = dir.join("state");
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
     for table in KEY_MAPS {
-        let file = state.join(format!("{table}.parquet"));
         if let Some((run, previous)) = current {
-            let previous = previous.join("state").join(format!("{table}.parquet"));
-            if previous.is_file()
-                && keys_unchanged_since(engine, table, run, &previous)?
-                && std::fs::hard_link(&previous, &file).is_ok()
-            {
-                log::debug!("  {table}: no key added since the current run, its file linked");
+            if extend_key_map(engine, table, run, &previous.join("state"), &state)? {
                 continue;
+            }
+            // (what was linked is written over as one file)
+            for part in key_map_parts(&state, table)? {
+                std::fs::remove_file(&part)
+                    .with_context(|| format!("cannot remove {}", part.display()))?;
             }
         }
         // (in the table's order: sorting two million keys cost a third of a second a run)
+        let file = state.join(format!("{table}.parquet"));
         engine
             .execute(&format!(
                 "copy (select * from etl.{table}) to {} (format parquet, compression zstd)",
@@ -94,26 +101,90 @@ fn write_key_maps(engine: &Engine, dir: &Path, current: Option<&(String, PathBuf
     Ok(())
 }
 
-/// Whether a key map holds the keys `file` (written by `run`) holds: keys are only ever
-/// added, each with the run that added it, so the same count and none newer is the same map.
-fn keys_unchanged_since(engine: &Engine, table: &str, run: &str, file: &Path) -> Result<bool> {
-    let in_file = engine.query_i64(&format!(
-        "select count(*) from read_parquet({})",
-        literal(&file.to_string_lossy())
+/// Publishes a key map as the parts `previous` (published by `run`) holds, linked, plus the
+/// keys added since, when those parts and the new keys are the whole map. False, with
+/// nothing written but links, when they are not (no parts; a map changed otherwise than
+/// by keys added), or when the parts would be too many: the map is then written whole.
+fn extend_key_map(
+    engine: &Engine,
+    table: &str,
+    run: &str,
+    previous: &Path,
+    state: &Path,
+) -> Result<bool> {
+    let parts = key_map_parts(previous, table)?;
+    let base = previous.join(format!("{table}.parquet"));
+    if !parts.contains(&base) {
+        return Ok(false);
+    }
+    let in_parts = engine.query_i64(&format!(
+        "select count(*) from read_parquet([{}])",
+        parts
+            .iter()
+            .map(|p| literal(&p.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))?;
+    let added = format!(
+        "select * from etl.{table} where first_run_id > {}",
+        literal(run)
+    );
     let (in_table, newer) = (
         engine.query_i64(&format!("select count(*) from etl.{table}"))?,
-        engine.query_i64(&format!(
-            "select count(*) from etl.{table} where first_run_id > {}",
-            literal(run)
-        ))?,
+        engine.query_i64(&format!("select count(*) from ({added})"))?,
     );
-    Ok(in_table == in_file && newer == 0)
+    if in_table != in_parts + newer || (newer > 0 && parts.len() > MAX_KEY_PARTS) {
+        return Ok(false);
+    }
+    for part in &parts {
+        let name = part.file_name().expect("a part is a file");
+        if std::fs::hard_link(part, state.join(name)).is_err() {
+            return Ok(false);
+        }
+    }
+    if newer == 0 {
+        log::debug!("  {table}: no key added since the current run, its parts linked");
+        return Ok(true);
+    }
+    let run_dir = state.parent().expect("state is inside the run's folder");
+    let this_run = run_dir
+        .file_name()
+        .expect("the run's folder")
+        .to_string_lossy();
+    let file = state.join(format!("{table}.{this_run}.parquet"));
+    engine
+        .execute(&format!(
+            "copy ({added}) to {} (format parquet, compression zstd)",
+            literal(&file.to_string_lossy())
+        ))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    log::debug!("  {table}: {newer} keys added since the current run, the earlier parts linked");
+    Ok(true)
 }
 
-/// Rebuilds the key maps of a new lake from the current outputs' copy; returns the rows
-/// of each. The next run reads the sources again and gives every provider and care site
-/// the id it had.
+/// The files of a key map in a state folder: `<map>.parquet` and its `<map>.<run>.parquet`
+/// parts, sorted (none when the folder is missing).
+fn key_map_parts(state: &Path, table: &str) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(state) else {
+        return Ok(Vec::new());
+    };
+    let mut parts = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", state.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let is_part = name == format!("{table}.parquet")
+            || (name.starts_with(&format!("{table}.")) && name.ends_with(".parquet"));
+        if is_part {
+            parts.push(entry.path());
+        }
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+/// Rebuilds the key maps of a new lake from the current outputs' copy (every part of
+/// each); returns the rows of each. The next run reads the sources again and gives every
+/// provider and care site the id it had.
 pub fn restore_key_maps(engine: &Engine, outputs: &Path) -> Result<Vec<(String, i64)>> {
     let state = outputs.join("current").join("state");
     let mut restored = Vec::new();
@@ -126,9 +197,15 @@ pub fn restore_key_maps(engine: &Engine, outputs: &Path) -> Result<Vec<(String, 
                 file.display()
             );
         }
+        let parts = key_map_parts(&state, table)?;
+        let files: Vec<String> = parts
+            .iter()
+            .map(|p| literal(&p.to_string_lossy()))
+            .collect();
         engine.execute(&format!(
-            "delete from etl.{table}; insert into etl.{table} by name select * from read_parquet({})",
-            literal(&file.to_string_lossy())
+            "delete from etl.{table}; \
+             insert into etl.{table} by name select * from read_parquet([{}])",
+            files.join(", ")
         ))?;
         // a key has one id (the table keeps no index that would refuse a second)
         let twice = engine.query_strings(&format!(
@@ -136,12 +213,18 @@ pub fn restore_key_maps(engine: &Engine, outputs: &Path) -> Result<Vec<(String, 
              order by key limit 1"
         ))?;
         if let Some(row) = twice.first() {
+            let named: Vec<String> = parts
+                .iter()
+                .filter_map(|p| Some(p.file_name()?.to_string_lossy().to_string()))
+                .collect();
             bail!(
                 "{} is damaged: key {} has more than one id (keys with more than one: {}); nothing was \
-                 restored",
+                 restored (the map is read from {} in {})",
                 file.display(),
                 row[0].as_deref().unwrap_or_default(),
-                row[1].as_deref().unwrap_or_default()
+                row[1].as_deref().unwrap_or_default(),
+                named.join(", "),
+                state.display()
             );
         }
         restored.push((

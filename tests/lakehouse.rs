@@ -1190,7 +1190,8 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     assert_ne!(renamed, before.0);
     assert_eq!(renamed.len(), before.0.len());
 
-    // a new provider: a key added, its map written again with it; the care sites' linked
+    // a new provider: keys added, its map's first file linked and a part of the new keys
+    // added (tested closely below); the care sites' linked
     t.pg()
         .batch_execute(
             "insert into provider (provider_id, provider_name, npi, provider_source_value, \
@@ -1199,13 +1200,13 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
         )
         .unwrap();
     t.run_ok(&[]);
-    assert_ne!(current_inode(&t, "state/provider_keys"), key_maps[0]);
+    assert_eq!(current_inode(&t, "state/provider_keys"), key_maps[0]);
     assert_eq!(current_inode(&t, "state/care_site_keys"), key_maps[1]);
     let keys_in_file = |table: &str| {
         t.query(&format!(
             "select count(*) from read_parquet('{}')",
             t.lake()
-                .join(format!("omop/current/state/{table}.parquet"))
+                .join(format!("omop/current/state/{table}*.parquet"))
                 .display()
         ))
     };
@@ -1454,4 +1455,108 @@ fn a_lost_lake_is_restored_and_every_id_kept() {
         stderr(&out)
     );
     assert!(!file.exists(), "a lake was left from a damaged map");
+}
+
+/// The key maps are published in parts: each publish links the parts before it and writes
+/// only the keys added since; past 30 parts the map is written whole again, as one file.
+#[test]
+fn key_maps_are_published_in_parts_each_run_writing_only_its_new_keys() {
+    use std::os::unix::fs::MetadataExt;
+    let t = Tenant::with_sample("key_parts");
+    let state = |t: &Tenant| t.lake().join("omop/current/state");
+    let parts = |t: &Tenant| {
+        let mut names: Vec<String> = std::fs::read_dir(state(t))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("provider_keys"))
+            .collect();
+        names.sort();
+        names
+    };
+    let inode = |t: &Tenant, name: &str| state(t).join(name).metadata().unwrap().ino();
+    let published = |t: &Tenant| {
+        let glob = state(t).join("provider_keys*.parquet");
+        t.query(&format!(
+            "select key, provider_id, first_run_id from read_parquet('{}') order by all",
+            glob.display()
+        ))
+    };
+    let in_lake = |t: &Tenant| {
+        t.query("select key, provider_id, first_run_id from etl.provider_keys order by all")
+    };
+
+    t.run_ok(&[]);
+    assert_eq!(parts(&t), ["provider_keys.parquet"]);
+    let base = inode(&t, "provider_keys.parquet");
+    assert_eq!(published(&t), in_lake(&t));
+
+    // new keys: the first file linked, a part holding only them
+    change_sources(&t);
+    t.run_ok(&[]);
+    let second = current_target(&t)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let part = format!("provider_keys.{second}.parquet");
+    assert_eq!(
+        parts(&t),
+        [part.clone(), "provider_keys.parquet".to_string()]
+    );
+    assert_eq!(inode(&t, "provider_keys.parquet"), base);
+    let new_keys = t.query(&format!(
+        "select key, provider_id, first_run_id from etl.provider_keys \
+         where first_run_id = '{second}' order by all"
+    ));
+    assert!(!new_keys.is_empty());
+    assert_eq!(
+        t.query(&format!(
+            "select key, provider_id, first_run_id from read_parquet('{}') order by all",
+            state(&t).join(&part).display()
+        )),
+        new_keys
+    );
+    assert_eq!(published(&t), in_lake(&t));
+
+    // nothing new: both linked
+    let part_inode = inode(&t, &part);
+    t.run_ok(&[]);
+    assert_eq!(
+        parts(&t),
+        [part.clone(), "provider_keys.parquet".to_string()]
+    );
+    assert_eq!(
+        (inode(&t, "provider_keys.parquet"), inode(&t, &part)),
+        (base, part_inode)
+    );
+
+    // a lost lake is restored from every part
+    let before = in_lake(&t);
+    std::fs::remove_file(t.lake().join("lake.duckdb")).unwrap();
+    let _ = std::fs::remove_file(t.lake().join("lake.duckdb.wal"));
+    let out = t.etl(&["restore", &t.manifest_arg()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(in_lake(&t), before);
+
+    // past 30 parts (here 29 more, empty), the next keys added write the map whole
+    let current = state(&t);
+    for n in 0..29 {
+        let empty = current.join(format!("provider_keys.20000101T0000{n:02}.000000Z.parquet"));
+        duckdb::Connection::open_in_memory()
+            .unwrap()
+            .execute_batch(&format!(
+                "copy (select * from read_parquet('{}') limit 0) to '{}' (format parquet)",
+                current.join(&part).display(),
+                empty.display()
+            ))
+            .unwrap();
+    }
+    t.put(
+        "providers/2026-11-30/more.csv",
+        &providers_csv("Zed Newman,040,1720000040,Neuro,Metro Med,ZN040,Neurology,ZN-NPI\n"),
+    );
+    t.run_ok(&[]);
+    assert_eq!(parts(&t), ["provider_keys.parquet"]);
+    assert_ne!(inode(&t, "provider_keys.parquet"), base);
+    assert_eq!(published(&t), in_lake(&t));
 }
