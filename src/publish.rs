@@ -90,13 +90,11 @@ fn write_key_maps(engine: &Engine, dir: &Path, current: Option<&(String, PathBuf
             }
         }
         // (in the table's order: sorting two million keys cost a third of a second a run)
-        let file = state.join(format!("{table}.parquet"));
-        engine
-            .execute(&format!(
-                "copy (select * from etl.{table}) to {} (format parquet, compression zstd)",
-                literal(&file.to_string_lossy())
-            ))
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        write_keys(
+            engine,
+            &format!("select * from etl.{table}"),
+            &state.join(format!("{table}.parquet")),
+        )?;
     }
     Ok(())
 }
@@ -151,15 +149,23 @@ fn extend_key_map(
         .file_name()
         .expect("the run's folder")
         .to_string_lossy();
-    let file = state.join(format!("{table}.{this_run}.parquet"));
-    engine
-        .execute(&format!(
-            "copy ({added}) to {} (format parquet, compression zstd)",
-            literal(&file.to_string_lossy())
-        ))
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    write_keys(
+        engine,
+        &added,
+        &state.join(format!("{table}.{this_run}.parquet")),
+    )?;
     log::debug!("  {table}: {newer} keys added since the current run, the earlier parts linked");
     Ok(true)
+}
+
+/// Writes the keys `select` gives to `file`.
+fn write_keys(engine: &Engine, select: &str, file: &Path) -> Result<()> {
+    engine
+        .execute(&format!(
+            "copy ({select}) to {} (format parquet, compression zstd)",
+            literal(&file.to_string_lossy())
+        ))
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// The files of a key map in a state folder: `<map>.parquet` and its `<map>.<run>.parquet`
