@@ -92,16 +92,25 @@ pub fn plan(
 
 /// Raw rows loaded after `since_run` (every raw table with a `_run_id`).
 fn changed_raw_rows(engine: &Engine, since_run: &str) -> Result<i64> {
-    let tables = engine.query_strings(
+    raw_rows_where(
+        engine,
+        "_run_id",
+        &format!("_run_id > {}", literal(since_run)),
+    )
+}
+
+/// The rows matching `condition` in every raw table that has `column`.
+fn raw_rows_where(engine: &Engine, column: &str, condition: &str) -> Result<i64> {
+    let tables = engine.query_strings(&format!(
         "select table_name from duckdb_columns() \
-         where schema_name = 'raw' and column_name = '_run_id' order by table_name",
-    )?;
+         where schema_name = 'raw' and column_name = {} order by table_name",
+        literal(column)
+    ))?;
     let mut total = 0;
     for table in tables.into_iter().filter_map(|r| r[0].clone()) {
         total += engine.query_i64(&format!(
-            "select count(*) from raw.{} where _run_id > {}",
-            crate::engine::ident(&table),
-            literal(since_run)
+            "select count(*) from raw.{} where {condition}",
+            crate::engine::ident(&table)
         ))?;
     }
     Ok(total)
@@ -310,18 +319,15 @@ fn unchanged_since(engine: &Engine, plan: &Plan) -> Result<Option<String>> {
     let mut changes = engine.query_i64(&format!(
         "select count(*) from etl.file_ledger where run_id > {since}"
     ))?;
-    let tables = engine.query_strings(
-        "select table_name from duckdb_columns() \
-         where schema_name = 'raw' and column_name = '_deleted_at' order by table_name",
+    // (a run no longer in the history: every delete counts)
+    changes += raw_rows_where(
+        engine,
+        "_deleted_at",
+        &format!(
+            "_deleted_at >= coalesce((select started_at from etl.runs where run_id = {since}), \
+             '-infinity'::timestamptz)"
+        ),
     )?;
-    for table in tables.into_iter().filter_map(|r| r[0].clone()) {
-        // (a run no longer in the history: every delete counts)
-        changes += engine.query_i64(&format!(
-            "select count(*) from raw.{} where _deleted_at >= coalesce( \
-                 (select started_at from etl.runs where run_id = {since}), '-infinity'::timestamptz)",
-            crate::engine::ident(&table),
-        ))?;
-    }
     Ok((changes == 0).then(|| since_run.to_string()))
 }
 

@@ -399,12 +399,12 @@ fn a_declared_encoding_is_used_and_an_unknown_one_named() {
     // read as declared, not detected
     assert!(!log.contains("not UTF-8, read as"), "{log}");
     assert_eq!(ledger(&t, key), vec![row(&["loaded", "3", "1", ""])]);
-    assert_eq!(
+    let encoding = |key: &str| {
         t.query(&format!(
             "select encoding from etl.file_ledger where object_key = '{key}'"
-        )),
-        table("CP1252")
-    );
+        ))
+    };
+    assert_eq!(encoding(key), table("CP1252"));
     assert_eq!(
         t.query("select provider_name from omop.provider where npi = '1720000001'"),
         table("José Núñez")
@@ -428,12 +428,7 @@ fn a_declared_encoding_is_used_and_an_unknown_one_named() {
     t.run_ok(&[]);
     for key in together {
         assert_eq!(ledger(&t, key), vec![row(&["loaded", "3", "0", ""])]);
-        assert_eq!(
-            t.query(&format!(
-                "select encoding from etl.file_ledger where object_key = '{key}'"
-            )),
-            table("CP1252")
-        );
+        assert_eq!(encoding(key), table("CP1252"));
         assert_eq!(
             t.query(&format!(
                 "select count(*) from staged.dq_flags where flag = 'decoded_from' and source_ref = '{key}'"
