@@ -2,7 +2,8 @@
 
 -- A row's batch: a hash of its source id (else its NPI, else its lineage), so that the rows
 -- of one provider mostly land in the same batch and a batch seldom recomputes providers an
--- earlier batch wrote. (Any split gives the same result; this one is the cheapest.)
+-- earlier batch wrote. The rows of one source id are always in one batch: a full recompute
+-- relies on it (sql/models/staged/provider_match.sql, temp.touched_source_ids).
 create or replace macro etl_batch_of(source_id, npi_digits, source, source_ref, source_row) as
     case
         when getvariable('batches') = 1 then 0

@@ -13,10 +13,15 @@
 -- It writes only those scratch tables: sql/models/staged/provider_rows.sql puts
 -- temp.cluster_rows into staged.provider_rows, which keeps every current row and its key.
 
+-- The source ids of the changed rows, whose other rows are looked up among the staged rows.
+-- None on a full recompute: there the rows of one source id are all in one batch
+-- (etl_batch_of), so no row an earlier batch staged shares a source id with this batch's,
+-- and the look-ups (each a scan of every staged row) would find nothing.
 create or replace temp table touched_source_ids as
 select source_id from temp.gone_rows where source_id is not null
 union
-select source_id from temp.new_rows where source_id is not null;
+select source_id from temp.new_rows
+where source_id is not null and not getvariable('full_recompute');
 
 create or replace temp table links as
 -- a source id seen with exactly one NPI links that id's NPI-less rows to the NPI
