@@ -45,16 +45,17 @@ provider_findings as (
     where contains(name_sent, ',') and person_name is distinct from etl_name_stripped(name_sent)
     union all
     -- a file that was not UTF-8: its rows whose values it changed (beyond ASCII)
-    -- (the rows of such files first, then their values: a lateral join here was planned
-    -- as a grouping of every row's values, files read as UTF-8 included)
+    -- (the rows of such files first, then their values: the value depends on the ledger's
+    -- row so that its test is not moved before the join, to every row of every file)
     select source, source_ref, source_row, 'decoded_from', value,
            'the file is not UTF-8: read as ' || encoding
     from (
         select rows.source, rows.source_ref, rows.source_row, ledger.encoding,
-               list_filter(
-                   [rows.name_sent, rows.specialty_sent, rows.specialty_alt_sent,
-                    rows.site_name_sent, rows.source_id_sent, rows.npi_sent],
-                   v -> regexp_matches(v, '[^\x00-\x7F]'))[1] as value
+               if(ledger.encoding is null, null,
+                  list_filter(
+                      [rows.name_sent, rows.specialty_sent, rows.specialty_alt_sent,
+                       rows.site_name_sent, rows.source_id_sent, rows.npi_sent],
+                      v -> regexp_matches(v, '[^\x00-\x7F]'))[1]) as value
         from temp.cluster_rows as rows
         join etl.file_ledger as ledger
             on ledger.source = rows.source and ledger.object_key = rows.source_ref
