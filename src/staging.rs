@@ -6,8 +6,12 @@
 //!   stg.<source>__<entity>   one view per source and entity: the mapping, nothing else
 //!   stg.provider             every source's provider rows        (union by name)
 //!   stg.care_site            every source's care-site rows
-//!   stg.provider_records     each provider row's raw record as sent (for the quarantine)
+//!   stg.provider_records     each provider row's raw record as sent
 //!   stg.provider_rejects     file lines no reader could parse, per source
+//!
+//! and, for the transform, the records of the rows a model names (`temp.records_wanted`)
+//! in `temp.wanted_provider_records`: turning every raw row into JSON to keep a few cost a
+//! scan of every raw table's every column and seconds per million rows.
 //!
 //! A source's quirks stay in its mapping; the models in sql/models read only `stg.*`.
 
@@ -275,6 +279,7 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
     let mut sql = String::from("drop schema if exists stg cascade; create schema stg;\n");
     let mut unions: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut records = Vec::new();
+    let mut wanted = Vec::new();
     let mut rejects = Vec::new();
     for source in &manifest.sources {
         let connector = crate::sources::connector(source);
@@ -296,7 +301,8 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
                 ident(&format!("{}__{part}", source.name))
             ));
             if entity == "provider" {
-                records.push(record(source, map, &lineage));
+                records.push(record(source, map, &lineage, false));
+                wanted.push(record(source, map, &lineage, true));
                 if let Some(table) = lineage.rejects.as_ref().filter(|t| existing.contains(t)) {
                     rejects.push(format!(
                         "select {} as source, object_key, line, error, raw_line from {table}",
@@ -314,14 +320,17 @@ pub fn create(engine: &Engine, manifest: &Manifest) -> Result<()> {
             parts.join("\nunion all by name\n")
         ));
     }
-    records.push(
-        "select null::varchar as source, null::varchar as source_ref, \
-         null::varchar as source_row, null::json as record where false"
-            .into(),
-    );
+    let no_record = "select null::varchar as source, null::varchar as source_ref, \
+                     null::varchar as source_row, null::json as record where false";
+    records.push(no_record.into());
+    wanted.push(no_record.into());
     sql.push_str(&format!(
-        "create or replace view stg.provider_records as\n{};\n",
-        records.join("\nunion all\n")
+        "create or replace view stg.provider_records as\n{};\n\
+         create or replace temp table records_wanted \
+         (source varchar, source_ref varchar, source_row varchar);\n\
+         create or replace temp view wanted_provider_records as\n{};\n",
+        records.join("\nunion all\n"),
+        wanted.join("\nunion all\n")
     ));
     rejects.push(
         "select null::varchar as source, null::varchar as object_key, null::bigint as line, \
@@ -483,19 +492,33 @@ fn binder_message(text: &str) -> String {
 }
 
 /// Each row's raw record as sent, found by its lineage.
-fn record(source: &Source, map: &EntityMap, lineage: &Lineage) -> String {
+/// The raw records of a source's rows: all of them, or (`wanted`) only those of the rows
+/// in `temp.records_wanted`, found before any is turned into JSON.
+fn record(source: &Source, map: &EntityMap, lineage: &Lineage, wanted: bool) -> String {
     let exclude = if lineage.etl_columns.is_empty() {
         String::new()
     } else {
         format!(" exclude ({})", lineage.etl_columns.join(", "))
     };
+    let name = literal(&source.name);
+    let (source_ref, source_row) = (&lineage.source_ref, &lineage.source_row);
+    let rows = if wanted {
+        format!(
+            "(select * from {table} semi join (\
+               select source_ref as _etl_ref, source_row as _etl_row from temp.records_wanted \
+               where source = {name}\
+             ) as _etl_wanted \
+             on _etl_wanted._etl_ref = ({source_ref})::varchar \
+             and _etl_wanted._etl_row = ({source_row})::varchar)",
+            table = map.table
+        )
+    } else {
+        map.table.clone()
+    };
     format!(
-        "select {} as source, ({})::varchar as source_ref, ({})::varchar as source_row, \
-         to_json(r) as record from (select *{exclude} from {}) as r",
-        literal(&source.name),
-        lineage.source_ref,
-        lineage.source_row,
-        map.table
+        "select {name} as source, ({source_ref})::varchar as source_ref, \
+         ({source_row})::varchar as source_row, \
+         to_json(r) as record from (select *{exclude} from {rows}) as r"
     )
 }
 

@@ -4,7 +4,7 @@
 -- etl:materialize staged.quarantine from temp.quarantine
 -- etl:replace (source, source_ref, source_row) in temp.touched_rows where rule_id <> 'Q003'
 -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
-create or replace temp table quarantine as
+create or replace temp table unloadable as
 with
 
 no_name as (
@@ -33,18 +33,21 @@ loadable as (
     select * from no_name
     union all
     select * from no_identifier
-),
-
-with_record as (
-    -- the raw record exactly as it arrived (without the columns etl adds when it loads a
-    -- row), found again by its lineage
-    select loadable.*, records.record
-    from loadable
-    left join stg.provider_records as records using (source, source_ref, source_row)
 )
 
-select 'provider' as entity, source, source_ref, source_row, rule_id, rule, reason, record
-from with_record
+select * from loadable;
+
+-- the raw record exactly as it arrived (without the columns etl adds when it loads a row),
+-- found again by its lineage: only the records of these rows are read (src/staging.rs)
+create or replace temp table records_wanted as
+select source, source_ref, source_row from temp.unloadable;
+
+create or replace temp table quarantine as
+select
+    'provider' as entity, source, source_ref, source_row, rule_id, rule, reason,
+    records.record
+from temp.unloadable
+left join temp.wanted_provider_records as records using (source, source_ref, source_row)
 union all
 select
     'provider', source, object_key, line::varchar,
