@@ -29,7 +29,7 @@ cluster_keys as (
 
 claims as (
     -- the ids an affected provider's keys already have; `own` when the key is its cluster key
-    select ck.cluster_key, k.provider_id, (k.key = ck.cluster_key) as own
+    select ck.cluster_key, ck.key, k.provider_id, (k.key = ck.cluster_key) as own
     from cluster_keys as ck
     join etl.provider_keys as k on k.key = ck.key
 ),
@@ -77,8 +77,9 @@ assigned as (
 select ck.key, assigned.provider_id, getvariable('run_id') as first_run_id
 from cluster_keys as ck
 join assigned on assigned.cluster_key = ck.cluster_key
--- (an anti join, not NOT IN: NOT IN would build a hash table of every key ever given)
-anti join etl.provider_keys as known_keys on known_keys.key = ck.key;
+-- the keys no id is given to yet: those without a claim (claims holds every key of
+-- cluster_keys found in etl.provider_keys, so the key map is not read again)
+anti join (select key from claims) as known_keys on known_keys.key = ck.key;
 
 -- A key has one id. The table keeps no index to say so (its upkeep cost more than the
 -- insert): the new keys are checked here, before anything is written. They are new by the
