@@ -671,11 +671,29 @@ fn incremental_transforms_equal_a_full_recompute() {
         );
         same_decisions(&incremental, &decisions(&t), what);
     };
+    // One NPI under three source ids: a provider whose rows the first run's batches (split
+    // by source id) take apart, so a later batch finds the rows an earlier one staged.
+    t.put(
+        "providers/2026-11-27/more.csv",
+        &providers_csv(
+            "Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG901,Cardiology,KG-NPI\n\
+Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG902,Cardiology,KG-NPI\n",
+        ),
+    );
     check("first run");
     assert_eq!(
         t.query("select batches from etl.transform_state order by run_id limit 1"),
-        table("21"),
-        "41 raw rows in batches of 2"
+        table("22"),
+        "43 raw rows in batches of 2"
+    );
+    // (etl_batch_of: the hash of the source id, modulo the batches)
+    assert_eq!(
+        t.query(
+            "select count(distinct hash(source_id) % 22) > 1 from staged.provider_rows \
+             where npi = '1234567800'"
+        ),
+        table("true"),
+        "Kevin Garcia's rows are in more than one batch"
     );
 
     // A source id seen without an NPI (Jane S., JS004) now comes with Jane Smith's NPI: her
@@ -764,7 +782,9 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
         // (Alice Nguyen became Nguyen-Park in the replaced object: a surname that changed is
         // a conflict for a steward to look at, her newest row published whole)
         table(
-            "name_conflict  | files | providers/2026-11-27/providers.csv | Kevin Garcia
+            "name_conflict  | files | providers/2026-11-27/more.csv      | Kevin Garcia
+             name_conflict  | files | providers/2026-11-27/more.csv      | Kevin Garcia
+             name_conflict  | files | providers/2026-11-27/providers.csv | Kevin Garcia
              name_conflict  | files | providers/2026-11-28/providers.csv | Dr. Alice Nguyen-Park
              name_conflict  | files | providers/2026-11-28/providers.json | Kevin Garcia
              name_conflict  | files | providers/2026-12-01/providers.csv | Eve Conflict
