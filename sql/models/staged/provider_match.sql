@@ -8,6 +8,7 @@
 --   temp.affected_clusters every cluster key the changed rows, and the kept rows sharing
 --                          their source ids (the NPI that id links to may have changed),
 --                          had before or have now
+--   temp.kept_rows         the staged rows of the affected clusters that stay, with their key now
 --   temp.cluster_rows      every current row of the affected clusters, with its key now
 --   temp.touched_rows      the lineage of every staged row written or removed
 -- It writes only those scratch tables: sql/models/staged/provider_rows.sql puts
@@ -69,7 +70,7 @@ set cluster_key = etl_steward_key(etl_cluster_key(npi, source_id, null))
 where cluster_key is null;
 
 -- kept rows of the affected providers, with their key now
-insert into temp.new_rows by name
+create or replace temp table kept_rows as
 select
     rows.* exclude (cluster_key),
     case
@@ -94,14 +95,24 @@ from (
 anti join temp.gone_rows using (source, source_ref, source_row)
 left join temp.links on links.source_id = rows.source_id;
 
+insert into temp.new_rows by name select * from temp.kept_rows;
+
 drop table if exists temp.cluster_rows;
 
 alter table temp.new_rows rename to cluster_rows;
 
+-- The staged rows this batch replaces. On a full recompute, only the kept rows: the batch's
+-- own rows are in no staged table yet (each raw row is in one batch, and the staged tables
+-- were emptied when the recompute began), and looking every one of them up in each staged
+-- table cost more with every batch.
 create or replace temp table touched_rows as
 select source, source_ref, source_row from temp.gone_rows
 union
-select source, source_ref, source_row from temp.cluster_rows;
+select source, source_ref, source_row from temp.cluster_rows
+where not getvariable('full_recompute')
+union
+select source, source_ref, source_row from temp.kept_rows
+where getvariable('full_recompute');
 
 -- How many providers this batch affects: the models that work on the affected providers
 -- only read nothing when there are none (a run with nothing new).
