@@ -27,15 +27,18 @@ create or replace macro etl_npi_check_digit(nine) as
 
 -- Why digits (from etl_npi_digits) fail as an NPI, or NULL when they pass or are absent
 -- (absence is a different finding). Models call it on a digits column computed once.
+-- The check digit is tested outside the CASE of the other rules, then taken only when none
+-- of them applies: inside it, the arithmetic cost three times as much (0.37 s against 0.14 s
+-- for 2M NPIs).
 create or replace macro etl_npi_digits_problem(d) as
-    case
-        when d is null then null
-        when length(d) <> 10 then 'npi_length'
-        when left(d, 1) not in ('1', '2') then 'npi_first_digit'
-        when etl_npi_check_digit_of(cast(d as bigint) // 10) <> cast(d as bigint) % 10
-            then 'npi_check_digit'
-        else null
-    end;
+    coalesce(
+        case
+            when d is null then null
+            when length(d) <> 10 then 'npi_length'
+            when left(d, 1) not in ('1', '2') then 'npi_first_digit'
+        end,
+        if(etl_npi_check_digit_of(try_cast(d as bigint) // 10) <> try_cast(d as bigint) % 10,
+           'npi_check_digit', null));
 
 -- The same for an NPI as sent:  select etl_npi_problem('1234567890')  -> npi_check_digit
 create or replace macro etl_npi_problem(s) as
