@@ -491,9 +491,9 @@ fn binder_message(text: &str) -> String {
         .replace("Binder Error: ", "")
 }
 
-/// Each row's raw record as sent, found by its lineage.
-/// The raw records of a source's rows: all of them, or (`wanted`) only those of the rows
-/// in `temp.records_wanted`, found before any is turned into JSON.
+/// Each row's raw record as sent, with its lineage: every row of the source's, or
+/// (`wanted`) only the rows named in `temp.records_wanted`, found before any is turned
+/// into JSON.
 fn record(source: &Source, map: &EntityMap, lineage: &Lineage, wanted: bool) -> String {
     let exclude = if lineage.etl_columns.is_empty() {
         String::new()

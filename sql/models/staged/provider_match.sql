@@ -1,7 +1,7 @@
 -- Which rows are one real provider. A row's cluster key is its NPI (10 digits), else the NPI
 -- its source id is seen with elsewhere (in any source), else its source id; providers a
--- steward merged share one key (etl_steward_key). Rows with neither NPI nor source id have
--- no key and are quarantined.
+-- steward merged share one key (temp.steward_keys, below; etl_steward_key for the kept
+-- rows). Rows with neither NPI nor source id have no key and are quarantined.
 --
 -- Only the providers the changed rows touch are clustered again:
 --   temp.links             for the source ids of changed rows, the one NPI each is seen with

@@ -27,15 +27,11 @@ no_identifier as (
         'neither a 10-digit NPI nor a source id: the row cannot be matched to a provider' as reason
     from temp.cluster_rows
     where cluster_key is null
-),
-
-loadable as (
-    select * from no_name
-    union all
-    select * from no_identifier
 )
 
-select * from loadable;
+select * from no_name
+union all
+select * from no_identifier;
 
 -- the raw record exactly as it arrived (without the columns etl adds when it loads a row),
 -- found again by its lineage: only the records of these rows are read (src/staging.rs)
