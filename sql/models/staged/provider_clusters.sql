@@ -11,6 +11,7 @@
 -- Computed for the affected clusters only (sql/models/staged/provider_match.sql).
 -- etl:materialize staged.provider_clusters from temp.clusters
 -- etl:replace (cluster_key) in temp.affected_clusters
+-- etl:fsst (cluster_key, npi, provider_source_value)
 create or replace temp table clusters as
 -- Each field's survivor is picked by arg_min over one BIGINT ranking key and names its row
 -- (the row's rowid in temp.cluster_rows); the values are then read from that row. Both

@@ -4,6 +4,7 @@
 -- etl:materialize staged.provider_row_status from temp.provider_row_status
 -- etl:replace (source, source_ref, source_row) in temp.touched_rows where rule_id is distinct from 'Q003'
 -- etl:replace where rule_id = 'Q003' and getvariable('batch') = 0
+-- etl:fsst (source_row)
 create or replace temp table provider_row_status as
 select
     m.source, m.source_ref, m.source_row,

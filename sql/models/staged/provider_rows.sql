@@ -4,3 +4,4 @@
 -- providers are kept as they are.
 -- etl:materialize staged.provider_rows from temp.cluster_rows
 -- etl:replace (source, source_ref, source_row) in temp.touched_rows
+-- etl:fsst (source_row, npi_sent, source_id_sent, client_provider_id, npi_digits, source_id, npi, cluster_key)
