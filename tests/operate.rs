@@ -515,6 +515,7 @@ fn verbose_runs_time_each_model() {
         "staged/care_site_keys.sql",
         "staged/care_site.sql",
         "staged/provider_changes.sql",
+        "staged/care_site_resolution.sql",
         "staged/provider_match.sql",
         "staged/provider_clusters.sql",
         "staged/provider_rows.sql",

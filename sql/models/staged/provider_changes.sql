@@ -147,8 +147,29 @@ select *, null::varchar as cluster_key
 from temp.provider_cleansed
 limit 0;
 
+-- How care sites resolve now (the `sited` step above), as one digest. The last transform's
+-- is in staged.care_site_resolution (sql/models/staged/care_site_resolution.sql writes it,
+-- when a transform ends); while they are the same, no staged row's care site can resolve
+-- differently, and the staged rows are not read for it.
+create table if not exists staged.care_site_resolution (run_id varchar, digest varchar);
+
+set variable care_sites_digest = (
+    select md5(coalesce(string_agg(resolves, chr(10) order by resolves), ''))
+    from (
+        select distinct to_json({'source': source, 'site_id': site_id, 'name_key': name_key,
+                                 'care_site_id': care_site_id})::varchar as resolves
+        from staged.care_site
+    )
+);
+
+set variable care_sites_as_before = exists (
+    select 1 from staged.care_site_resolution
+    where run_id = getvariable('since_run') and digest = getvariable('care_sites_digest')
+);
+
 -- Rows whose care site resolves differently now (a site added, renamed or gone) are
--- computed again too. (Not on a full recompute: every staged row is this transform's own.)
+-- computed again too. (Not on a full recompute: every staged row is this transform's own;
+-- nor when care sites resolve as they did when the last transform ended.)
 insert into temp.changed_source
 select source_rows.*
 from temp.provider_source as source_rows
@@ -162,6 +183,7 @@ semi join (
     where coalesce(by_id.care_site_id, by_name.care_site_id) is distinct from rows.care_site_id
       and etl_in_batch(rows.source_id, rows.npi_digits, rows.source, rows.source_ref, rows.source_row)
       and not getvariable('full_recompute')
+      and not getvariable('care_sites_as_before')
 ) as resited using (source, source_ref, source_row)
 anti join temp.changed_source as changed using (source, source_ref, source_row);
 
