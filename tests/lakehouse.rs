@@ -671,29 +671,49 @@ fn incremental_transforms_equal_a_full_recompute() {
         );
         same_decisions(&incremental, &decisions(&t), what);
     };
-    // One NPI under three source ids: a provider whose rows the first run's batches (split
-    // by source id) take apart, so a later batch finds the rows an earlier one staged.
+    // One NPI under four source ids: a provider whose rows the first run's batches (split
+    // by source id) take apart, so a later batch finds the rows an earlier one staged. One
+    // of those ids (KG903, its batch before KG902's) is also sent with a second NPI: the
+    // later batch keeps its row and must still find the id's other NPI, staged earlier.
     t.put(
         "providers/2026-11-27/more.csv",
         &providers_csv(
             "Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG901,Cardiology,KG-NPI\n\
-Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG902,Cardiology,KG-NPI\n",
+Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG902,Cardiology,KG-NPI\n\
+Kevin Garcia,010,1234567800,Cardiology,City Hospital,KG903,Cardiology,KG-NPI\n\
+Kevin Garcia,010,1234567818,Cardiology,City Hospital,KG903,Cardiology,KG-NPI\n",
         ),
     );
     check("first run");
     assert_eq!(
         t.query("select batches from etl.transform_state order by run_id limit 1"),
-        table("22"),
-        "43 raw rows in batches of 2"
+        table("23"),
+        "45 raw rows in batches of 2"
     );
     // (etl_batch_of: the hash of the source id, modulo the batches)
     assert_eq!(
         t.query(
-            "select count(distinct hash(source_id) % 22) > 1 from staged.provider_rows \
+            "select count(distinct hash(source_id) % 23) > 1 from staged.provider_rows \
              where npi = '1234567800'"
         ),
         table("true"),
         "Kevin Garcia's rows are in more than one batch"
+    );
+    assert_eq!(
+        t.query(
+            "select source_id, hash(source_id) % 23 from staged.provider_rows \
+             where source_id in ('KG902', 'KG903') group by all order by all"
+        ),
+        table("KG902 | 22\nKG903 | 3"),
+        "KG903's rows are in a batch before KG902's"
+    );
+    assert_eq!(
+        t.query(
+            "select npi, flag from staged.dq_flags join staged.provider_rows \
+             using (source, source_ref, source_row) \
+             where source_id = 'KG903' and flag = 'source_id_conflict' order by all"
+        ),
+        table("1234567800 | source_id_conflict\n1234567818 | source_id_conflict"),
     );
 
     // A source id seen without an NPI (Jane S., JS004) now comes with Jane Smith's NPI: her
@@ -783,6 +803,7 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
         // a conflict for a steward to look at, her newest row published whole)
         table(
             "name_conflict  | files | providers/2026-11-27/more.csv      | Kevin Garcia
+             name_conflict  | files | providers/2026-11-27/more.csv      | Kevin Garcia
              name_conflict  | files | providers/2026-11-27/more.csv      | Kevin Garcia
              name_conflict  | files | providers/2026-11-27/providers.csv | Kevin Garcia
              name_conflict  | files | providers/2026-11-28/providers.csv | Dr. Alice Nguyen-Park
