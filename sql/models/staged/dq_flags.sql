@@ -7,6 +7,26 @@
 create or replace temp table dq_flags as
 with
 
+id_npis as (
+    -- the NPIs of every current row of the affected rows' source ids: the staged rows,
+    -- except on a full recompute for the ids of the batch's own rows, all of whose rows
+    -- are in temp.cluster_rows (as for unique_source_ids, sql/models/staged/provider_keys.sql)
+    select source_id, npi
+    from staged.provider_rows
+    where source_id in (
+            select source_id from temp.cluster_rows
+            where source_id is not null and not getvariable('full_recompute')
+            union all
+            select source_id from temp.kept_rows
+            where source_id is not null and getvariable('full_recompute'))
+      and npi is not null
+    union all
+    select source_id, npi
+    from temp.cluster_rows
+    where getvariable('full_recompute') and source_id is not null and npi is not null
+      and source_id not in (select source_id from temp.kept_rows where source_id is not null)
+),
+
 provider_findings as (
     select source, source_ref, source_row, 'npi_missing' as flag, npi_sent as value,
            'no NPI sent' as detail
@@ -118,18 +138,14 @@ provider_findings as (
     join (
         select source_id,
                array_to_string(list_sort(list_distinct(list(npi))), ', ') as npis
-        from staged.provider_rows
+        from id_npis
         semi join (
             -- (the NPIs listed only for the ids in conflict, not built for every id)
             select source_id
-            from staged.provider_rows
-            semi join (select distinct source_id from temp.cluster_rows) as touched
-                using (source_id)
-            where npi is not null
+            from id_npis
             group by source_id
             having min(npi) <> max(npi)
         ) as conflicted using (source_id)
-        where npi is not null
         group by source_id
     ) as ids on ids.source_id = m.source_id
 
