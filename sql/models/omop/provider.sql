@@ -13,7 +13,7 @@ select
     clusters.provider_source_value,
     clusters.specialty.specialty_source_value
 from temp.clusters as clusters
-join etl.provider_keys as keys on keys.key = clusters.cluster_key
+join temp.affected_keys as keys on keys.key = clusters.cluster_key
 where clusters.provider_name is not null;
 
 -- every batch's providers, for the history (omop/provider_history.sql, once the last batch
@@ -25,8 +25,7 @@ create or replace temp table batch_providers as
 with
 
 this_batch as (
-    select provider_id from etl.provider_keys
-    where key in (select cluster_key from temp.affected_clusters)
+    select provider_id from temp.affected_keys
     union
     select provider_id from temp.provider
 )

@@ -96,3 +96,11 @@ group by key;
 
 insert into etl.provider_keys (key, provider_id, first_run_id)
 select key, provider_id, first_run_id from temp.new_provider_keys;
+
+-- The ids of the affected providers' cluster keys, for the models after this one (row
+-- status, omop.provider): the key map, which grows with every batch of a full recompute,
+-- read once per batch rather than by each of them.
+create or replace temp table affected_keys as
+select key, provider_id
+from etl.provider_keys
+semi join temp.affected_clusters as affected on affected.cluster_key = provider_keys.key;

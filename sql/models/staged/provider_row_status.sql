@@ -18,7 +18,8 @@ select
     q.rule_id
 from temp.cluster_rows as m
 left join temp.clusters as c on c.cluster_key = m.cluster_key
-left join etl.provider_keys as keys on keys.key = m.cluster_key
+-- (the cluster keys of temp.cluster_rows are those of the affected providers)
+left join temp.affected_keys as keys on keys.key = m.cluster_key
 left join temp.quarantine as q
     on q.source = m.source and q.source_ref = m.source_ref and q.source_row = m.source_row
    and q.rule_id <> 'Q003'
