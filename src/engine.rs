@@ -250,6 +250,20 @@ pub fn extension_directory(settings: &EngineSettings) -> PathBuf {
         .unwrap_or_else(|| settings.extension_directory.clone())
 }
 
+/// A lake file `lake.duckdb` in `dir` with small settings, for unit tests that need a
+/// database on disk (compression, checkpoints).
+#[cfg(test)]
+pub fn test_lake(dir: &Path) -> Engine {
+    let settings = EngineSettings {
+        memory_limit: "1GB".into(),
+        threads: Some(1),
+        extension_directory: dir.into(),
+        keep_outputs: 1,
+        transform_batch_rows: 1,
+    };
+    Engine::open(&dir.join("lake.duckdb"), &settings, Redactor::new(vec![])).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,25 +411,11 @@ document.body.dataset.ready = 'yes';
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Redactor;
-    use crate::manifest::EngineSettings;
 
     #[test]
     fn a_long_table_shows_its_first_rows_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = EngineSettings {
-            memory_limit: "1GB".into(),
-            threads: Some(1),
-            extension_directory: dir.path().into(),
-            keep_outputs: 1,
-            transform_batch_rows: 1,
-        };
-        let engine = Engine::open(
-            &dir.path().join("t.duckdb"),
-            &settings,
-            Redactor::new(vec![]),
-        )
-        .unwrap();
+        let engine = crate::engine::test_lake(dir.path());
         let html = table(
             &engine,
             "t",

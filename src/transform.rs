@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::engine::{literal, Engine};
+use crate::engine::{ident, literal, Engine};
 use crate::manifest::Manifest;
 use crate::run::sql_files;
 
@@ -623,7 +623,7 @@ impl Materialization {
                 } else {
                     ""
                 };
-                format!("{} {ty}{fsst}", crate::engine::ident(name))
+                format!("{} {ty}{fsst}", ident(name))
             })
             .collect();
         engine.execute(&format!(
@@ -795,29 +795,13 @@ mod tests {
         }
     }
 
-    fn lake_engine(dir: &Path) -> Engine {
-        let settings = crate::manifest::EngineSettings {
-            memory_limit: "1GB".into(),
-            threads: Some(2),
-            extension_directory: dir.into(),
-            keep_outputs: 1,
-            transform_batch_rows: 1,
-        };
-        Engine::open(
-            &dir.join("lake.duckdb"),
-            &settings,
-            crate::engine::Redactor::new(vec![]),
-        )
-        .unwrap()
-    }
-
     /// Few distinct values, which DuckDB would store as a dictionary: the column declared
     /// FSST is stored with FSST, the other as DuckDB chooses; also when a model created the
     /// target empty first, and when the target already holds rows.
     #[test]
     fn columns_declared_fsst_are_stored_with_fsst_the_others_as_duckdb_chooses() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = lake_engine(dir.path());
+        let engine = crate::engine::test_lake(dir.path());
         let model = Path::new("sql/models/staged/quarantine.sql");
         let m = Materialization::declared_in(
             model,
@@ -870,7 +854,7 @@ mod tests {
     #[test]
     fn a_column_declared_fsst_must_be_a_text_column_of_the_scratch_table() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = lake_engine(dir.path());
+        let engine = crate::engine::test_lake(dir.path());
         let model = Path::new("sql/models/staged/quarantine.sql");
         engine
             .execute("create schema staged; create temp table q as select 'x' as id, 1 as n")
