@@ -81,6 +81,24 @@ fn run_until(
     (status.code(), log)
 }
 
+/// Every file under a folder, by its path within it (none when it does not exist).
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 fn sigkill(pid: u32) {
     Command::new("kill")
         .arg("-9")
@@ -662,6 +680,12 @@ fn incremental_transforms_equal_a_full_recompute() {
             "  incremental: "
         };
         assert!(log.contains(expected), "{what}: {log}");
+        // the batches' scratch files go with the run
+        assert_eq!(
+            files_under(&t.lake().join("staging")),
+            Vec::<String>::new(),
+            "{what}"
+        );
         let incremental = decisions(&t);
         batches_of(1_000_000);
         let log = stderr(&t.run_ok(&["--full-refresh"]));
