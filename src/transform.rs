@@ -237,13 +237,18 @@ pub fn run(
     // the staging contract: every source's rows in the shape the models read
     crate::staging::create(engine, manifest)?;
     let trust: Vec<String> = manifest.identity.trust.iter().map(|s| literal(s)).collect();
+    // the models' scratch files (the new rows split by batch), gone with the run's
+    let batch_dir = manifest.run_staging_dir(run_id).join("transform-batches");
+    std::fs::create_dir_all(&batch_dir)
+        .with_context(|| format!("cannot create {}", batch_dir.display()))?;
     engine.execute(&format!(
         "set variable since_run = {}; set variable full_recompute = {}; set variable batches = {}; \
-         set variable source_trust = [{}]::varchar[];",
+         set variable source_trust = [{}]::varchar[]; set variable batch_dir = {};",
         literal(plan.since_run.as_deref().unwrap_or("")),
         plan.full.is_some(),
         plan.batches,
-        trust.join(", ")
+        trust.join(", "),
+        literal(&batch_dir.to_string_lossy())
     ))?;
     if let Some(since_run) = unchanged {
         // Nothing the models read has changed: every staged and OMOP row is what the last

@@ -368,6 +368,17 @@ impl Manifest {
     pub fn outputs_dir(&self) -> PathBuf {
         self.lake_dir.join("omop")
     }
+
+    /// Where runs keep their scratch files (what they fetched, the transform's batches):
+    /// one folder per run, removed when the run ends, and by the next run should it not.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.lake_dir.join("staging")
+    }
+
+    /// One run's scratch folder, within `staging_dir`.
+    pub fn run_staging_dir(&self, run_id: &str) -> PathBuf {
+        self.staging_dir().join(run_id)
+    }
 }
 
 /// Parses manifest text. `path` names the file in errors and anchors relative paths.

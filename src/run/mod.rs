@@ -297,7 +297,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
     let decisions = crate::stewards::read(manifest)?;
     crate::stewards::check(&engine, manifest, &decisions)?;
     // Holding the lock, nothing else uses the staging area: a killed run's leftovers go.
-    let _ = std::fs::remove_dir_all(manifest.lake_dir.join("staging"));
+    let _ = std::fs::remove_dir_all(manifest.staging_dir());
     let run_id = new_run_id();
     let step_names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
 
@@ -308,7 +308,7 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         step_names.join(", ")
     );
 
-    let staging = manifest.lake_dir.join("staging").join(&run_id);
+    let staging = manifest.run_staging_dir(&run_id);
     let mut ctx = RunContext {
         manifest,
         engine: &engine,

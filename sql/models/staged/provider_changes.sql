@@ -37,23 +37,32 @@ from stg.provider
 -- rows deleted at their source stay in raw with _deleted_at set; they are not loaded
 where _deleted_at is null;
 
--- Every raw row loaded since the last transform, with its batch: computed once, by the
--- first batch (a temporary table lasts for the run), when there are several batches.
--- Ordered by batch, so that each batch reads its own row groups only (their min and max
--- batch skip the others): at 10M rows in 11 batches, sorting costs 9 s once and saves 4 s
--- a batch.
-create temp table if not exists changed_with_batch as
-select
-    *,
-    etl_batch_of(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
-                 source, source_ref, source_row) as _batch
-from temp.provider_source
-where _run_id > getvariable('since_run') and getvariable('batches') > 1
-order by _batch;
+-- Every raw row loaded since the last transform, with its batch, when there are several
+-- batches: written once, by the first batch, as Parquet files split by batch in the run's
+-- scratch folder (`batch_dir`, which etl sets and removes with the run); each batch reads
+-- its own files. One partitioned write instead of a temporary table ordered by batch: at
+-- 10M rows in 11 batches, 11.6 s against 20.0 s once, then 0.33 s against 0.94 s a batch.
+-- (A row without values is written in a batch of its own, -1, so that the files exist
+-- for the read below to bind when nothing else is written: one batch.)
+copy (
+    select
+        *,
+        etl_batch_of(etl_source_id(source_id_sent), etl_npi_digits(npi_sent),
+                     source, source_ref, source_row) as _batch
+    from temp.provider_source
+    where _run_id > getvariable('since_run') and getvariable('batches') > 1
+      and getvariable('batch') = 0
+    union all
+    select no_row.*, -1
+    from (select 1) as one
+    left join (select * from temp.provider_source limit 0) as no_row on true
+    where getvariable('batch') = 0
+) to (getvariable('batch_dir')) (format parquet, partition_by (_batch), overwrite_or_ignore);
 
 create or replace temp table changed_source as
-select * exclude (_batch) from temp.changed_with_batch
-where _batch = getvariable('batch')
+select * exclude (_batch)
+from read_parquet(getvariable('batch_dir') || '/*/*.parquet', hive_partitioning = true)
+where _batch = getvariable('batch') and getvariable('batches') > 1
 union all
 -- (one batch: the rows themselves, not copied twice)
 select * from temp.provider_source
