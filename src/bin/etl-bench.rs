@@ -26,6 +26,11 @@ struct Args {
     /// The benchmark tenant's manifest.
     #[arg(long, default_value = "bench/bench.toml")]
     manifest: PathBuf,
+    /// Only add what the incremental run gets (1% of ROWS new providers in Postgres, and
+    /// an object of as many rows) to the benchmark's database and bucket as they are, and
+    /// run nothing: to time or profile an incremental run on a copy of the lake.
+    #[arg(long)]
+    append: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -63,6 +68,9 @@ fn run(args: Args) -> Result<()> {
         secret_access_key: env_or("ETL_S3_SECRET_KEY", "etl-local-secret"),
     };
     let rows = args.rows;
+    if args.append {
+        return append(&pg, &bucket, rows);
+    }
     println!("etl bench: {rows} providers in Postgres, {rows} provider rows in 25 objects (20 CSV, 5 NDJSON)");
     println!("machine: {} cores, {}", num_cpus(), mem_total());
 
@@ -141,12 +149,7 @@ fn run(args: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(lake);
     let etl = std::env::current_exe()?.with_file_name("etl");
     let cold = run_etl(&etl, &manifest, lake)?;
-    let new_rows = (rows / 100).max(1);
-    seed::append_providers(&pg, new_rows)?;
-    let extra = seed::provider_files(rows + 1, new_rows, 1, 0, "providers/day-2/", sites);
-    for (key, body) in &extra {
-        bucket.put(key, body)?;
-    }
+    append_new_rows(&pg, &bucket, (rows, rows), sites, "providers/day-2/")?;
     let incremental = run_etl(&etl, &manifest, lake)?;
     // what every run costs, whatever it brings: a run with nothing new
     let idle = run_etl(&etl, &manifest, lake)?;
@@ -365,6 +368,39 @@ struct EtlRun {
     stages: Vec<Stage>,
     whole: Whole,
     duplicates: (f64, i64),
+}
+
+/// What the incremental run gets: 1% of `rows` new providers in Postgres, after the `known`
+/// ones, and an object under `prefix` with a row for each.
+fn append_new_rows(
+    pg: &PgTarget,
+    bucket: &BucketTarget,
+    (rows, known): (u64, u64),
+    sites: u64,
+    prefix: &str,
+) -> Result<()> {
+    let new_rows = (rows / 100).max(1);
+    seed::append_providers(pg, new_rows)?;
+    for (key, body) in seed::provider_files(known + 1, new_rows, 1, 0, prefix, sites) {
+        bucket.put(&key, &body)?;
+    }
+    Ok(())
+}
+
+/// `--append`: the incremental run's new data added to the benchmark's database and bucket
+/// as they are: the providers after the last in Postgres, their object named after it.
+fn append(pg: &PgTarget, bucket: &BucketTarget, rows: u64) -> Result<()> {
+    let mut client = pg.client()?;
+    let row = client.query_one(
+        "select coalesce(max(provider_id), 0)::bigint, (select count(*) from care_site)::bigint \
+         from provider",
+        &[],
+    )?;
+    let (known, sites): (i64, i64) = (row.get(0), row.get(1));
+    let prefix = format!("providers/after-{known}/");
+    append_new_rows(pg, bucket, (rows, known as u64), sites as u64, &prefix)?;
+    println!("appended 1% of {rows} rows: Postgres and {prefix}");
+    Ok(())
 }
 
 fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
