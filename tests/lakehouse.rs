@@ -847,6 +847,49 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
 
 /// A vocabulary (or SQL) that changes makes the next transform compute every provider
 /// again, so old rows get the new mapping too; nothing is read from the sources again.
+/// A key keeps its id for good, even once its rows are another provider's. When a provider
+/// is then known by such a key alone, the id stays with the provider whose own key it is,
+/// when that one is not recomputed: the other gets a new id, and no provider is lost.
+#[test]
+fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
+    let t = Tenant::with_sample("held_elsewhere");
+    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
+    // one provider, one NPI, sent under two source ids: the NPI and both ids map to its id
+    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+         (101, 'Helen Elsewhere', '1777777776', 1, 'HE1', 'Cardiology', '2026-11-21 12:00:00+00'),
+         (102, 'Helen Elsewhere', '1777777776', 1, 'HE2', 'Cardiology', '2026-11-21 12:00:01+00');");
+    t.run_ok(&[]);
+    let helen = t.query("select provider_id from omop.provider where npi = '1777777776'");
+    assert_eq!(helen.len(), 1);
+    assert_eq!(
+        t.query("select key, provider_id from etl.provider_keys where provider_id = (select provider_id from omop.provider where npi = '1777777776') order by key"),
+        vec![
+            vec!["npi:1777777776".to_string(), helen[0][0].clone()],
+            vec!["src:HE1".to_string(), helen[0][0].clone()],
+            vec!["src:HE2".to_string(), helen[0][0].clone()],
+        ]
+    );
+    // HE1's row gets another NPI: another provider, with a new id
+    set("update provider set npi = '1888888884', updated_at = '2026-11-22 12:00:00+00' where provider_id = 101;");
+    t.run_ok(&[]);
+    let other = t.query("select provider_id from omop.provider where npi = '1888888884'");
+    assert_eq!(other.len(), 1);
+    assert_ne!(other, helen);
+    // then no NPI: known by its source id alone, whose key has Helen's id; Helen, not
+    // recomputed, keeps it
+    set("update provider set npi = null, updated_at = '2026-11-23 12:00:00+00' where provider_id = 101;");
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("raw.pg_provider: 0 new, 1 updated"), "{log}");
+    let after = t.query(
+        "select provider_source_value, provider_id from omop.provider \
+         where provider_name = 'Helen Elsewhere' order by 1",
+    );
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[1], vec!["HE2".to_string(), helen[0][0].clone()]);
+    assert_eq!(after[0][0], "HE1");
+    assert_ne!(after[0][1], helen[0][0], "{after:?}");
+}
+
 #[test]
 fn a_changed_vocabulary_recomputes_every_provider() {
     let t = Tenant::with_sample("vocab_change");

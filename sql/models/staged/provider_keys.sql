@@ -1,6 +1,8 @@
 -- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
 -- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
-create or replace temp table new_provider_keys as
+
+-- The affected providers' keys.
+create or replace temp table provider_cluster_keys as
 with
 
 unique_source_ids as (
@@ -13,26 +15,27 @@ unique_source_ids as (
       and getvariable('affected') > 0
     group by source_id
     having min(cluster_key) = max(cluster_key)
-),
+)
 
-cluster_keys as (
-    select cluster_key, cluster_key as key
-    from temp.clusters
-    where provider_name is not null
-    union
-    select m.cluster_key, 'src:' || m.source_id
-    from temp.cluster_rows as m
-    join temp.clusters as c on c.cluster_key = m.cluster_key
-    where c.provider_name is not null
-      and m.source_id in (select source_id from unique_source_ids)
-),
+select cluster_key, cluster_key as key
+from temp.clusters
+where provider_name is not null
+union
+select m.cluster_key, 'src:' || m.source_id
+from temp.cluster_rows as m
+join temp.clusters as c on c.cluster_key = m.cluster_key
+where c.provider_name is not null
+  and m.source_id in (select source_id from unique_source_ids);
 
-claims as (
-    -- the ids an affected provider's keys already have; `own` when the key is its cluster key
-    select ck.cluster_key, ck.key, k.provider_id, (k.key = ck.cluster_key) as own
-    from cluster_keys as ck
-    join etl.provider_keys as k on k.key = ck.key
-),
+-- The ids those keys already have; `own` when the key is its provider's cluster key.
+create or replace temp table key_claims as
+select ck.cluster_key, ck.key, k.provider_id, (k.key = ck.cluster_key) as own
+from temp.provider_cluster_keys as ck
+join etl.provider_keys as k on k.key = ck.key;
+
+-- The id each affected provider gets.
+create or replace temp table assigned_provider_ids as
+with
 
 held_elsewhere as (
     -- ids that are the own id of a provider not recomputed now: it keeps them
@@ -40,7 +43,7 @@ held_elsewhere as (
     from etl.provider_keys as k
     join staged.provider_clusters as c on c.cluster_key = k.key
     anti join temp.affected_clusters as affected on affected.cluster_key = c.cluster_key
-    where k.provider_id in (select provider_id from claims)
+    where k.provider_id in (select provider_id from temp.key_claims)
       and c.provider_name is not null
       and getvariable('affected') > 0
 ),
@@ -51,7 +54,7 @@ known as (
     select cluster_key, provider_id
     from (
         select cluster_key, provider_id, own
-        from claims
+        from temp.key_claims
         where provider_id not in (select provider_id from held_elsewhere)
         qualify row_number() over (partition by cluster_key order by own desc, provider_id) = 1
     )
@@ -60,7 +63,7 @@ known as (
 
 fresh as (
     -- numbered in the order of their keys (NPI, then source id): content, not row order
-    select distinct cluster_key from cluster_keys
+    select distinct cluster_key from temp.provider_cluster_keys
     where cluster_key not in (select cluster_key from known)
 ),
 
@@ -74,12 +77,15 @@ assigned as (
     from fresh
 )
 
+select cluster_key, provider_id from assigned;
+
+create or replace temp table new_provider_keys as
 select ck.key, assigned.provider_id, getvariable('run_id') as first_run_id
-from cluster_keys as ck
-join assigned on assigned.cluster_key = ck.cluster_key
--- the keys no id is given to yet: those without a claim (claims holds every key of
--- cluster_keys found in etl.provider_keys, so the key map is not read again)
-anti join (select key from claims) as known_keys on known_keys.key = ck.key;
+from temp.provider_cluster_keys as ck
+join temp.assigned_provider_ids as assigned on assigned.cluster_key = ck.cluster_key
+-- the keys no id is given to yet: those without a claim (the claims hold every key found
+-- in etl.provider_keys, so the key map is not read again)
+anti join (select key from temp.key_claims) as known_keys on known_keys.key = ck.key;
 
 -- A key has one id. The table keeps no index to say so (its upkeep cost more than the
 -- insert): the new keys are checked here, before anything is written. They are new by the
@@ -98,9 +104,16 @@ insert into etl.provider_keys (key, provider_id, first_run_id)
 select key, provider_id, first_run_id from temp.new_provider_keys;
 
 -- The ids of the affected providers' cluster keys, for the models after this one (row
--- status, omop.provider): the key map, which grows with every batch of a full recompute,
--- read once per batch rather than by each of them.
+-- status, omop.provider): each its id just assigned. A cluster key the map already holds
+-- may have another provider's id: a source id's key ('src:…') made when the id pointed at
+-- that provider alone, and this provider's cluster key now that its rows have no NPI.
+-- The affected providers given none (no name) keep their key's id in the map, which grows
+-- with every batch of a full recompute and is read once per batch here rather than by
+-- each model after.
 create or replace temp table affected_keys as
+select cluster_key as key, provider_id from temp.assigned_provider_ids
+union all
 select key, provider_id
 from etl.provider_keys
-semi join temp.affected_clusters as affected on affected.cluster_key = provider_keys.key;
+semi join temp.affected_clusters as affected on affected.cluster_key = provider_keys.key
+anti join temp.assigned_provider_ids as assigned on assigned.cluster_key = provider_keys.key;
