@@ -34,7 +34,8 @@ from temp.provider_cluster_keys as ck
 join etl.provider_keys as k on k.key = ck.key;
 
 -- (none on a first load, batch after batch: then no id can be held elsewhere, and the key
--- map is not joined with every provider to find out: 1.5 s a batch at 10M)
+-- map is not joined with every provider to find out; the ids of a 10M first load in 11
+-- batches: 6.9 s to 2.3 s)
 set variable key_claims = (select count(*) from temp.key_claims);
 
 -- The id each affected provider gets.
