@@ -888,6 +888,21 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     assert_eq!(after[1], vec!["HE2".to_string(), helen[0][0].clone()]);
     assert_eq!(after[0][0], "HE1");
     assert_ne!(after[0][1], helen[0][0], "{after:?}");
+    // that new id has no key of its own to keep it: a provider new after it still gets
+    // another, and every provider stays
+    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+         (103, 'Ivan Later', '1999999992', 1, 'IL1', 'Cardiology', '2026-11-24 12:00:00+00');");
+    t.run_ok(&[]);
+    let ivan = t.query("select provider_id from omop.provider where provider_name = 'Ivan Later'");
+    assert_eq!(ivan.len(), 1);
+    assert_ne!(ivan[0][0], after[0][1]);
+    assert_eq!(
+        t.query(
+            "select provider_source_value, provider_id from omop.provider \
+             where provider_name = 'Helen Elsewhere' order by 1"
+        ),
+        after
+    );
 }
 
 #[test]

@@ -75,9 +75,12 @@ fresh as (
 assigned as (
     select cluster_key, provider_id from known
     union all
+    -- after every id given, and every id a provider has: a provider given a new id whose
+    -- own key already had another's (see affected_keys below) has no key to keep it
     select
         cluster_key,
-        (select coalesce(max(provider_id), 0) from etl.provider_keys)
+        greatest((select coalesce(max(provider_id), 0) from etl.provider_keys),
+                 (select coalesce(max(provider_id), 0) from omop.provider))
             + row_number() over (order by cluster_key)
     from fresh
 )
