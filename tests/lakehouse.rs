@@ -845,8 +845,6 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
     );
 }
 
-/// A vocabulary (or SQL) that changes makes the next transform compute every provider
-/// again, so old rows get the new mapping too; nothing is read from the sources again.
 /// A key keeps its id for good, even once its rows are another provider's. When a provider
 /// is then known by such a key alone, the id stays with the provider whose own key it is,
 /// when that one is not recomputed: the other gets a new id, and no provider is lost.
@@ -905,6 +903,8 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     );
 }
 
+/// A vocabulary (or SQL) that changes makes the next transform compute every provider
+/// again, so old rows get the new mapping too; nothing is read from the sources again.
 #[test]
 fn a_changed_vocabulary_recomputes_every_provider() {
     let t = Tenant::with_sample("vocab_change");
