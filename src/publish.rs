@@ -39,9 +39,12 @@ pub fn write(
         if linked {
             log::debug!("  {table}: unchanged since the current run, its file linked");
         } else {
+            // (in the table's order, not sorted by id: sorting 10M providers took half of
+            // the publish, 1.9 s of 3.7 s at a 1 GB memory limit, every run; readers order
+            // by provider_id)
             engine
                 .execute(&format!(
-                    "copy (select * from omop.{table} order by 1) to {file_lit} \
+                    "copy (select * from omop.{table}) to {file_lit} \
                      (format parquet, compression zstd, row_group_size 122880)"
                 ))
                 .with_context(|| format!("cannot write {}", file.display()))?;
