@@ -50,7 +50,7 @@ demo: up seed
     @echo "Row counts of the published OMOP tables:"
     @{{duckdb}} -noheader -list -c "select '  acme: provider ' || (select count(*) from 'lake/acme/omop/current/provider.parquet') || ', care_site ' || (select count(*) from 'lake/acme/omop/current/care_site.parquet') || '; beta: provider ' || (select count(*) from 'lake/beta/omop/current/provider.parquet') || ', care_site ' || (select count(*) from 'lake/beta/omop/current/care_site.parquet')"
     @echo "Files:  lake/<tenant>/omop/current/provider.parquet, lake/<tenant>/omop/current/care_site.parquet"
-    @echo "Open:   {{duckdb}} -c \"select * from 'lake/beta/omop/current/provider.parquet'\""
+    @echo "Open:   {{duckdb}} -c \"select * from 'lake/beta/omop/current/provider.parquet' order by provider_id\""
     @echo "Lake:   {{duckdb}} lake/acme/lake.duckdb   (raw, stg, staged, omop, etl schemas)"
     @echo "Report: $(ls lake/acme/runs/*.html | tail -n1)   (one page per run: open it in a browser)"
 
