@@ -117,6 +117,11 @@ fn a_run_without_new_data_reads_nothing_beyond_the_lookback() {
     assert!(log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00)"), "{log}");
     // one care site only was updated within the hour before the newest (2026-11-05 09:00)
     assert!(log.contains("raw.pg_care_site: 0 new, 0 updated, 0 deleted (1 rows read since 2026-11-05 08:00:00.000000+00)"), "{log}");
+    // no key was read to know that none is gone: the keys' digests matched
+    assert!(
+        log.contains("(10 rows read since 2026-11-02 09:00:00.000000+00); no key gone: the keys' count and sums match the source's"),
+        "{log}"
+    );
     assert!(
         log.contains("3 objects listed: 0 new or changed read, 3 unchanged skipped"),
         "{log}"
@@ -131,7 +136,7 @@ fn new_and_changed_rows_are_applied_exactly_and_ids_kept() {
     let (before, _) = outputs(&t);
     change_sources(&t);
     let log = stderr(&t.run_ok(&[]));
-    assert!(log.contains("raw.pg_provider: 1 new, 1 updated, 0 deleted (11 rows read since 2026-11-02 09:00:00.000000+00)"), "{log}");
+    assert!(log.contains("raw.pg_provider: 1 new, 1 updated, 0 deleted (11 rows read since 2026-11-02 09:00:00.000000+00); no key gone"), "{log}");
     assert!(
         log.contains("4 objects listed: 1 new or changed read, 3 unchanged skipped"),
         "{log}"
@@ -191,6 +196,13 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
         log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted"),
         "{log}"
     );
+    assert!(log.contains("; every key read and compared"), "{log}");
+    // the next run finds the raw table's live keys and the source's alike again
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (9 rows read since 2026-11-02 09:00:00.000000+00); no key gone"),
+        "{log}"
+    );
     assert_eq!(
         t.query("select count(*) from omop.provider where provider_source_value = 'RK102'"),
         table("0")
@@ -204,6 +216,61 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
     assert_eq!(
         t.query("select provider_id from etl.provider_keys where key = 'npi:1203456789'"),
         table("3")
+    );
+}
+
+/// A row deleted while another is inserted with a cursor value older than the read (so
+/// it is not read: the raw table and the source still hold as many keys) is still found:
+/// the keys' sums differ, so every key is read and compared.
+#[test]
+fn a_delete_hidden_by_an_unread_insert_is_still_found() {
+    let t = Tenant::with_sample("hidden_delete");
+    t.run_ok(&[]);
+    t.pg()
+        .batch_execute(
+            "delete from provider where provider_id = 4;
+             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+             values (40, 'Olga Old', '1000000038', 'OO040', '2020-01-01 00:00:00+00')",
+        )
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (9 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
+        table("4")
+    );
+}
+
+/// Keys that are not integers have no digest: every key is read and compared each run.
+#[test]
+fn keys_that_are_not_integers_are_compared_one_by_one() {
+    let t = Tenant::with_sample("text_keys");
+    t.pg()
+        .batch_execute(
+            "alter table provider alter column provider_id drop default;
+             alter table provider alter column provider_id type varchar using provider_id::varchar",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
+        "{log}"
+    );
+    t.pg()
+        .batch_execute("delete from provider where provider_id = '4'")
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
+        table("4")
     );
 }
 

