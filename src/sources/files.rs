@@ -364,28 +364,22 @@ fn format_of(key: &str) -> Option<Format> {
     }
 }
 
-/// Creates the raw table for this source if needed, and checks an existing one still has
-/// the columns the manifest expects.
-fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<()> {
-    let mut cols = vec![
-        "_object_key varchar not null".to_string(),
-        "_row bigint not null".to_string(),
-        "_format varchar not null".to_string(),
-        "_etag varchar not null".to_string(),
-        "_last_modified timestamptz".to_string(),
-        "_run_id varchar not null".to_string(),
-        "_loaded_at timestamptz not null".to_string(),
-    ];
-    cols.extend(columns.iter().map(|c| format!("{} varchar", ident(c))));
-    cols.push("_extra varchar".to_string());
-    engine.execute(&format!(
-        "create table if not exists {table} ({})",
-        cols.join(", ")
-    ))?;
-    engine.execute(&format!(
-        "create table if not exists {table}_rejects (object_key varchar not null, line bigint, \
-         raw_line varchar, error varchar, run_id varchar not null)"
-    ))?;
+/// The columns etl sets per object or per run in a raw table of files: stored with a
+/// dictionary ([`crate::sources::distinct_text_columns`]).
+const PER_OBJECT: &[&str] = &["_object_key", "_format", "_etag", "_run_id", "_extra"];
+
+/// Whether the raw table exists; when it does, checks it still has the columns the
+/// manifest expects.
+fn check_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<bool> {
+    let (schema, name) = table.split_once('.').unwrap_or(("main", table));
+    let exists = engine.query_i64(&format!(
+        "select count(*) from duckdb_tables() where schema_name = {} and table_name = {}",
+        literal(schema),
+        literal(name)
+    ))? > 0;
+    if !exists {
+        return Ok(false);
+    }
     let have: Vec<String> = engine
         .columns_of(&format!("select * from {table}"))?
         .into_iter()
@@ -398,7 +392,44 @@ fn ensure_raw_table(engine: &Engine, table: &str, columns: &[String]) -> Result<
              rerun with --full-refresh to reload every file with the new columns"
         );
     }
-    Ok(())
+    create_rejects_table(engine, table)?;
+    Ok(true)
+}
+
+fn create_rejects_table(engine: &Engine, table: &str) -> Result<()> {
+    engine.execute(&format!(
+        "create table if not exists {table}_rejects (object_key varchar not null, line bigint, \
+         raw_line varchar, error varchar, run_id varchar not null)"
+    ))
+}
+
+/// Creates the raw table and its rejects' table. `sample`, the rows of its first load as
+/// they will be inserted, decides which columns are stored with FSST
+/// ([`crate::sources::distinct_text_columns`]).
+fn create_raw_table(
+    engine: &Engine,
+    table: &str,
+    columns: &[String],
+    sample: Option<&str>,
+) -> Result<()> {
+    let fsst = match sample {
+        Some(sample) => crate::sources::distinct_text_columns(engine, sample)?,
+        None => Vec::new(),
+    };
+    let column = |name: &str, ty: &str| crate::sources::raw_column(name, ty, &fsst, PER_OBJECT);
+    let mut cols = vec![
+        format!("{} not null", column("_object_key", "varchar")),
+        "_row bigint not null".to_string(),
+        format!("{} not null", column("_format", "varchar")),
+        format!("{} not null", column("_etag", "varchar")),
+        "_last_modified timestamptz".to_string(),
+        format!("{} not null", column("_run_id", "varchar")),
+        "_loaded_at timestamptz not null".to_string(),
+    ];
+    cols.extend(columns.iter().map(|c| column(c, "varchar")));
+    cols.push(column("_extra", "varchar"));
+    engine.execute(&format!("create table {table} ({})", cols.join(", ")))?;
+    create_rejects_table(engine, table)
 }
 
 /// The ETag of every object of this source already read: object key -> ETag.
@@ -880,8 +911,11 @@ fn load(
             literal(name)
         ))?;
     }
+    let mut missing = Vec::new();
     for (layout, table) in files.layouts.iter().zip(&tables) {
-        ensure_raw_table(engine, table, &layout.columns)?;
+        if !check_raw_table(engine, table, &layout.columns)? {
+            missing.push((layout, table));
+        }
     }
     let mut stats = ExtractStats {
         listed: fetched.listed,
@@ -896,7 +930,10 @@ fn load(
             .map(|s| literal(&s.object.key))
             .collect();
         let keys = format!("[{}]", keys.join(", "));
-        for table in &tables {
+        for table in tables
+            .iter()
+            .filter(|t| !missing.iter().any(|(_, m)| m == t))
+        {
             engine.execute(&format!(
                 "delete from {table} where list_contains({keys}, _object_key); \
                  delete from {table}_rejects where list_contains({keys}, object_key);"
@@ -937,6 +974,31 @@ fn load(
                 Some(ready)
             }
         });
+    }
+    // A table created now is created from its first object's rows (see create_raw_table).
+    for (layout, table) in missing {
+        let first = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().and_then(|r| r.as_ref().ok()))
+            .find(|p| &p.table == table);
+        let sample = first.map(|p| {
+            let data = match &p.part {
+                Some((url, _)) => records_of(
+                    &p.records,
+                    Some(&Part {
+                        url: url.clone(),
+                        first_row: 0,
+                        rows: 0,
+                    }),
+                ),
+                None => records_of(&p.records, None),
+            };
+            format!(
+                "(select * from (select {} from {data}) as sample({}))",
+                p.selects, p.columns
+            )
+        });
+        create_raw_table(engine, table, &layout.columns, sample.as_deref())?;
     }
     insert_prepared(engine, &fetched.objects, &prepared, run_id)?;
     let mut outcomes = Vec::new();

@@ -112,3 +112,91 @@ pub fn describe(source: &Source) -> String {
 pub fn raw_table(source: &str, table: &str) -> String {
     format!("raw.{source}_{table}")
 }
+
+/// How many rows of a raw table's first load [`distinct_text_columns`] looks at.
+const SAMPLED_ROWS: i64 = 65_536;
+
+/// The text columns of `relation` whose values are nearly all distinct: at least half of
+/// them, in its first rows. A raw table stores those with FSST, and the columns whose value
+/// etl sets per object or run with a dictionary: DuckDB then writes them without first
+/// trying its other compressions on every segment, the larger part of writing them (8M
+/// file rows: 6.5 s to 5.1 s; 10M Postgres rows: 4.5 s to 3.4 s; the same size). A column
+/// of repeated values (a specialty, a site, a name shared by many rows) is left to DuckDB,
+/// which picks a dictionary for it. Decided once, when the table is created.
+pub fn distinct_text_columns(engine: &Engine, relation: &str) -> Result<Vec<String>> {
+    let text: Vec<String> = engine
+        .columns_of(&format!("select * from {relation} limit 0"))?
+        .into_iter()
+        .filter(|(_, ty)| ty == "VARCHAR")
+        .map(|(name, _)| name)
+        .collect();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ratios: Vec<String> = text
+        .iter()
+        .map(|c| {
+            let c = crate::engine::ident(c);
+            format!("count(distinct {c}) * 2 >= greatest(count({c}), 1) and count({c}) > 0")
+        })
+        .collect();
+    let row = engine
+        .query_strings(&format!(
+            "select {} from (select * from {relation} limit {SAMPLED_ROWS})",
+            ratios.join(", ")
+        ))?
+        .remove(0);
+    Ok(text
+        .into_iter()
+        .zip(row)
+        .filter(|(_, distinct)| distinct.as_deref() == Some("true"))
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// A column's definition in a raw table: `name type`, with the compression
+/// [`distinct_text_columns`] chose for it.
+pub fn raw_column(name: &str, ty: &str, fsst: &[String], dictionary: &[&str]) -> String {
+    let compression = if fsst.iter().any(|c| c == name) {
+        " using compression fsst"
+    } else if dictionary.contains(&name) {
+        " using compression dictionary"
+    } else {
+        ""
+    };
+    format!("{} {ty}{compression}", crate::engine::ident(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Redactor;
+
+    #[test]
+    fn columns_of_nearly_all_distinct_values_are_chosen() {
+        let settings = EngineSettings {
+            memory_limit: "1GB".into(),
+            threads: Some(1),
+            extension_directory: ".".into(),
+            keep_outputs: 1,
+            transform_batch_rows: 1,
+        };
+        let engine = Engine::in_memory(&settings, Redactor::new(vec![])).unwrap();
+        let relation = "(select i::varchar as id, (i % 3)::varchar as code, \
+                         if(i % 2 = 0, i::varchar, null) as half, null::varchar as empty, \
+                         i as number from range(10) as r(i))";
+        assert_eq!(
+            distinct_text_columns(&engine, relation).unwrap(),
+            vec!["id".to_string(), "half".to_string()]
+        );
+        assert_eq!(
+            raw_column("id", "VARCHAR", &["id".into()], &["_run_id"]),
+            "\"id\" VARCHAR using compression fsst"
+        );
+        assert_eq!(
+            raw_column("_run_id", "VARCHAR", &["id".into()], &["_run_id"]),
+            "\"_run_id\" VARCHAR using compression dictionary"
+        );
+        assert_eq!(raw_column("code", "VARCHAR", &[], &[]), "\"code\" VARCHAR");
+    }
+}

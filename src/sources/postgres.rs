@@ -509,9 +509,24 @@ fn load(
         };
         match &f.mode {
             Mode::Full => {
+                // (declared, not created from the query: the text columns of nearly all
+                // distinct values stored with FSST, see distinct_text_columns)
+                let fsst = crate::sources::distinct_text_columns(engine, &file)?;
+                let mut columns: Vec<String> = engine
+                    .columns_of(&format!("select * from {file}"))?
+                    .iter()
+                    .map(|(name, ty)| crate::sources::raw_column(name, ty, &fsst, &[]))
+                    .collect();
+                columns.extend([
+                    "_run_id varchar using compression dictionary".to_string(),
+                    "_loaded_at timestamptz".to_string(),
+                    "_deleted_at timestamptz".to_string(),
+                ]);
                 engine.execute(&format!(
-                    "create or replace table {target} as \
-                     select *, {run} as _run_id, now() as _loaded_at, null::timestamptz as _deleted_at from {file}"
+                    "create or replace table {target} ({});
+                     insert into {target} \
+                     select *, {run} as _run_id, now() as _loaded_at, null::timestamptz as _deleted_at from {file}",
+                    columns.join(", ")
                 ))?;
                 stats.inserted = read;
                 log::info!(
