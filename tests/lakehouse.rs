@@ -274,6 +274,45 @@ fn keys_that_are_not_integers_are_compared_one_by_one() {
     );
 }
 
+/// The raw tables store the text columns whose values are nearly all distinct with FSST,
+/// and etl's per-object columns with a dictionary (left to itself, DuckDB tries every
+/// compression on every segment, and keeps a few short values uncompressed).
+#[test]
+fn raw_tables_declare_how_their_columns_are_stored() {
+    let t = Tenant::with_sample("raw_storage");
+    t.run_ok(&[]);
+    let storage = |table: &str| {
+        t.query(&format!(
+            "select column_name, string_agg(distinct compression, ',' order by compression) \
+             from pragma_storage_info('{table}') where segment_type <> 'VALIDITY' \
+             group by column_name order by column_name"
+        ))
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let files = storage("raw.files_provider");
+    for (column, compression) in [
+        ("NPI", "FSST"),
+        ("SourceID", "FSST"),
+        ("_object_key", "Dictionary"),
+        ("_run_id", "Dictionary"),
+    ] {
+        assert_eq!(
+            files[column], compression,
+            "raw.files_provider.{column}: {files:?}"
+        );
+    }
+    let pg = storage("raw.pg_provider");
+    for (column, compression) in [
+        ("npi", "FSST"),
+        ("provider_source_value", "FSST"),
+        ("_run_id", "Dictionary"),
+    ] {
+        assert_eq!(pg[column], compression, "raw.pg_provider.{column}: {pg:?}");
+    }
+}
+
 fn killed_at(marker: &str, label: &str) {
     let t = Tenant::with_sample(label);
     let twin = Tenant::with_sample(&format!("{label}_twin"));
