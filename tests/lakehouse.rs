@@ -275,10 +275,11 @@ fn keys_that_are_not_integers_are_compared_one_by_one() {
 }
 
 /// The raw tables store the text columns whose values are nearly all distinct with FSST,
-/// and etl's per-object columns with a dictionary (left to itself, DuckDB tries every
-/// compression on every segment, and keeps a few short values uncompressed).
+/// and etl's per-object columns with a dictionary, as the OMOP tables and key maps store
+/// their identifiers (left to itself, DuckDB tries every compression on every segment, and
+/// keeps a few short values uncompressed).
 #[test]
-fn raw_tables_declare_how_their_columns_are_stored() {
+fn tables_declare_how_their_columns_are_stored() {
     let t = Tenant::with_sample("raw_storage");
     t.run_ok(&[]);
     let storage = |table: &str| {
@@ -310,6 +311,16 @@ fn raw_tables_declare_how_their_columns_are_stored() {
         ("_run_id", "Dictionary"),
     ] {
         assert_eq!(pg[column], compression, "raw.pg_provider.{column}: {pg:?}");
+    }
+    // and so do the tables etl declares (sql/ddl/etl.sql)
+    for (table, column, compression) in [
+        ("omop.provider", "npi", "FSST"),
+        ("omop.provider_history", "provider_source_value", "FSST"),
+        ("omop.provider_history", "valid_from", "Dictionary"),
+        ("etl.provider_keys", "key", "FSST"),
+    ] {
+        let stored = storage(table);
+        assert_eq!(stored[column], compression, "{table}.{column}: {stored:?}");
     }
 }
 
