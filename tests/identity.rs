@@ -52,6 +52,30 @@ fn possible_duplicates_are_listed_with_their_evidence_and_never_merged() {
     );
 }
 
+/// A block of more than 50 providers (a common name) is not compared: 49 more "Jane S…"
+/// make the block of "Jane Smith" and "Jane S." hold 51, and that pair is no longer listed,
+/// nor any pair of the newcomers; the other planted pair still is.
+#[test]
+fn a_block_of_more_than_50_providers_is_not_compared() {
+    let t = Tenant::with_sample("duplicates_large_block");
+    let rows: String = (0..49)
+        .map(|i| {
+            let surname = format!(
+                "S{}{}",
+                char::from(b'a' + (i / 7) as u8),
+                char::from(b'k' + (i % 7) as u8)
+            );
+            format!("Jane {surname},{i},,Pediatrics,Metro Med,JB{i:03},Pediatrics,JB-ID\n")
+        })
+        .collect();
+    t.put("providers/2026-11-29/janes.csv", &providers_csv(&rows));
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query("select name_a, name_b from staged.possible_duplicates order by all"),
+        table("John Doe | Johnathan Doe")
+    );
+}
+
 /// A new provider that looks like a known one is compared with it in an incremental run,
 /// and the pairs equal those of a full recompute.
 #[test]

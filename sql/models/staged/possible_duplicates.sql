@@ -34,27 +34,33 @@ blocked as (
       and (getvariable('full_recompute') or getvariable('affected') > 0)
 ),
 
+small_blocks as (
+    -- the blocks small enough to compare, counted in one pass (a provider is in two)
+    select block
+    from (select unnest([block_first, block_last]) as block from blocked)
+    group by block
+    having count(*) <= 50
+),
+
+compared_blocks as (
+    -- the providers of the small blocks, with the blocks they are compared in
+    select
+        cluster_key,
+        if(block_first in (select block from small_blocks), block_first, null) as block_first,
+        if(block_last in (select block from small_blocks), block_last, null) as block_last
+    from blocked
+    where block_first in (select block from small_blocks)
+       or block_last in (select block from small_blocks)
+),
+
 touched as (
     -- the providers this batch affected; on a full recompute, every provider, once, with
     -- the last batch (not each batch against the ones before it)
-    select * from blocked semi join temp.affected_clusters using (cluster_key)
+    select * from compared_blocks semi join temp.affected_clusters using (cluster_key)
     where not getvariable('full_recompute')
     union all
-    select * from blocked
+    select * from compared_blocks
     where getvariable('full_recompute') and getvariable('last_batch')
-),
-
-blocks as (
-    -- the blocks of the touched providers, with their size
-    select block, count(*) as size
-    from (
-        select block_first as block from blocked
-        semi join (select distinct block_first from touched) as t using (block_first)
-        union all
-        select block_last from blocked
-        semi join (select distinct block_last from touched) as t using (block_last)
-    )
-    group by block
 ),
 
 pairs as (
@@ -62,13 +68,13 @@ pairs as (
     from (
         select t.cluster_key as a, p.cluster_key as b
         from touched as t
-        join blocked as p on p.block_first = t.block_first and p.cluster_key <> t.cluster_key
-        where t.block_first in (select block from blocks where size <= 50)
+        join compared_blocks as p
+            on p.block_first = t.block_first and p.cluster_key <> t.cluster_key
         union all
         select t.cluster_key, p.cluster_key
         from touched as t
-        join blocked as p on p.block_last = t.block_last and p.cluster_key <> t.cluster_key
-        where t.block_last in (select block from blocks where size <= 50)
+        join compared_blocks as p
+            on p.block_last = t.block_last and p.cluster_key <> t.cluster_key
     )
 ),
 
