@@ -953,7 +953,7 @@ fn load(
                 part,
                 ..
             } => {
-                let data = records_of(records, part.as_ref());
+                let data = records_of(records, part.as_ref().map(|p| p.url.as_str()));
                 let ready = match choose_layout(engine, files, &data)? {
                     Err(reason) => Err(reason),
                     Ok(layout) => prepare_object(
@@ -982,17 +982,7 @@ fn load(
             .filter_map(|p| p.as_ref().and_then(|r| r.as_ref().ok()))
             .find(|p| &p.table == table);
         let sample = first.map(|p| {
-            let data = match &p.part {
-                Some((url, _)) => records_of(
-                    &p.records,
-                    Some(&Part {
-                        url: url.clone(),
-                        first_row: 0,
-                        rows: 0,
-                    }),
-                ),
-                None => records_of(&p.records, None),
-            };
+            let data = records_of(&p.records, p.part.as_ref().map(|(url, _)| url.as_str()));
             format!(
                 "(select * from (select {} from {data}) as sample({}))",
                 p.selects, p.columns
@@ -1179,14 +1169,14 @@ fn best_layout<'f>(files: &'f FileSettings, actual: &[(String, String)]) -> Opti
 }
 
 /// A staged object's records as a relation: its Parquet file, or its rows of a file of
-/// several objects'.
-fn records_of(records: &Path, part: Option<&Part>) -> String {
+/// several objects' (those of the object at `url`).
+fn records_of(records: &Path, url: Option<&str>) -> String {
     let file = format!("read_parquet({})", literal(&records.to_string_lossy()));
-    match part {
+    match url {
         None => file,
-        Some(part) => format!(
+        Some(url) => format!(
             "(select * exclude (_etl_object) from {file} where _etl_object = {})",
-            literal(&part.url)
+            literal(url)
         ),
     }
 }
@@ -1286,7 +1276,7 @@ fn prepare_object(
     rejects: Option<&Path>,
     run_id: &str,
 ) -> Result<std::result::Result<Prepared, String>> {
-    let data = records_of(records, part);
+    let data = records_of(records, part.map(|p| p.url.as_str()));
     // Match the file's columns to the expected ones (names compared without case).
     let actual = engine.columns_of(&format!("select * from {data}"))?;
     let find = |want: &str| {
