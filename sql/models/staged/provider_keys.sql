@@ -8,11 +8,27 @@ with
 unique_source_ids as (
     -- the source ids of the affected providers' rows that point at one provider alone,
     -- counted over every current row (staged.provider_rows holds this batch's rows now),
-    -- each with that provider
+    -- each with that provider. On a full recompute, a batch's own source ids have all
+    -- their rows in temp.cluster_rows (as for id_npis, sql/models/staged/dq_flags.sql):
+    -- only the kept rows' source ids are looked up among the staged rows, which grow with
+    -- every batch (the keys of a 10M recompute: 10.8 s of scans of them).
     select source_id, min(cluster_key) as cluster_key
-    from staged.provider_rows
-    where source_id in (select source_id from temp.cluster_rows where source_id is not null)
-      and cluster_key is not null
+    from (
+        select source_id, cluster_key
+        from staged.provider_rows
+        where source_id in (
+                select source_id from temp.cluster_rows
+                where source_id is not null and not getvariable('full_recompute')
+                union all
+                select source_id from temp.kept_rows
+                where source_id is not null and getvariable('full_recompute'))
+        union all
+        select source_id, cluster_key
+        from temp.cluster_rows
+        where getvariable('full_recompute') and source_id is not null
+          and source_id not in (select source_id from temp.kept_rows where source_id is not null)
+    )
+    where cluster_key is not null
       -- (no provider affected, as in a run with nothing new: nothing to read)
       and getvariable('affected') > 0
     group by source_id
