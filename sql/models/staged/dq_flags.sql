@@ -8,23 +8,16 @@ create or replace temp table dq_flags as
 with
 
 id_npis as (
-    -- the NPIs of every current row of the affected rows' source ids: the staged rows,
-    -- except on a full recompute for the ids of the batch's own rows, all of whose rows
-    -- are in temp.cluster_rows (as for unique_source_ids, sql/models/staged/provider_keys.sql)
+    -- the NPIs of every current row of the affected rows' source ids: from the staged
+    -- rows, or from the batch's own (temp.staged_source_ids, provider_match.sql)
     select source_id, npi
     from staged.provider_rows
-    where source_id in (
-            select source_id from temp.cluster_rows
-            where source_id is not null and not getvariable('full_recompute')
-            union all
-            select source_id from temp.kept_rows
-            where source_id is not null and getvariable('full_recompute'))
-      and npi is not null
+    where source_id in (select source_id from temp.staged_source_ids) and npi is not null
     union all
     select source_id, npi
     from temp.cluster_rows
     where getvariable('full_recompute') and source_id is not null and npi is not null
-      and source_id not in (select source_id from temp.kept_rows where source_id is not null)
+      and source_id not in (select source_id from temp.staged_source_ids)
 ),
 
 provider_findings as (

@@ -8,25 +8,18 @@ with
 unique_source_ids as (
     -- the source ids of the affected providers' rows that point at one provider alone,
     -- counted over every current row (staged.provider_rows holds this batch's rows now),
-    -- each with that provider. On a full recompute, a batch's own source ids have all
-    -- their rows in temp.cluster_rows (as for id_npis, sql/models/staged/dq_flags.sql):
-    -- only the kept rows' source ids are looked up among the staged rows, which grow with
-    -- every batch (the keys of a 10M recompute: 10.8 s of scans of them).
+    -- each with that provider: from the staged rows, or from the batch's own
+    -- (temp.staged_source_ids, sql/models/staged/provider_match.sql)
     select source_id, min(cluster_key) as cluster_key
     from (
         select source_id, cluster_key
         from staged.provider_rows
-        where source_id in (
-                select source_id from temp.cluster_rows
-                where source_id is not null and not getvariable('full_recompute')
-                union all
-                select source_id from temp.kept_rows
-                where source_id is not null and getvariable('full_recompute'))
+        where source_id in (select source_id from temp.staged_source_ids)
         union all
         select source_id, cluster_key
         from temp.cluster_rows
         where getvariable('full_recompute') and source_id is not null
-          and source_id not in (select source_id from temp.kept_rows where source_id is not null)
+          and source_id not in (select source_id from temp.staged_source_ids)
     )
     where cluster_key is not null
       -- (no provider affected, as in a run with nothing new: nothing to read)
