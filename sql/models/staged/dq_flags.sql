@@ -8,16 +8,9 @@ create or replace temp table dq_flags as
 with
 
 id_npis as (
-    -- the NPIs of every current row of the affected rows' source ids: from the staged
-    -- rows, or from the batch's own (temp.staged_source_ids, provider_match.sql)
-    select source_id, npi
-    from staged.provider_rows
-    where source_id in (select source_id from temp.staged_source_ids) and npi is not null
-    union all
-    select source_id, npi
-    from temp.cluster_rows
-    where getvariable('full_recompute') and source_id is not null and npi is not null
-      and source_id not in (select source_id from temp.staged_source_ids)
+    -- the NPIs of every current row of the affected rows' source ids
+    -- (temp.source_id_rows, sql/models/staged/provider_match.sql)
+    select source_id, npi from temp.source_id_rows where npi is not null
 ),
 
 provider_findings as (

@@ -7,20 +7,10 @@ with
 
 unique_source_ids as (
     -- the source ids of the affected providers' rows that point at one provider alone,
-    -- counted over every current row (staged.provider_rows holds this batch's rows now),
-    -- each with that provider: from the staged rows, or from the batch's own
-    -- (temp.staged_source_ids, sql/models/staged/provider_match.sql)
+    -- counted over every current row (temp.source_id_rows,
+    -- sql/models/staged/provider_match.sql), each with that provider
     select source_id, min(cluster_key) as cluster_key
-    from (
-        select source_id, cluster_key
-        from staged.provider_rows
-        where source_id in (select source_id from temp.staged_source_ids)
-        union all
-        select source_id, cluster_key
-        from temp.cluster_rows
-        where getvariable('full_recompute') and source_id is not null
-          and source_id not in (select source_id from temp.staged_source_ids)
-    )
+    from temp.source_id_rows
     where cluster_key is not null
       -- (no provider affected, as in a run with nothing new: nothing to read)
       and getvariable('affected') > 0

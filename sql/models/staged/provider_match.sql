@@ -11,8 +11,7 @@
 --   temp.kept_rows         the staged rows of the affected clusters that stay, with their key now
 --   temp.cluster_rows      every current row of the affected clusters, with its key now
 --   temp.touched_rows      the lineage of every staged row written or removed
---   temp.staged_source_ids the affected rows' source ids whose rows are read back from
---                          the staged rows
+--   temp.source_id_rows    every current row of the affected rows' source ids (a view)
 -- It writes only those scratch tables: sql/models/staged/provider_rows.sql puts
 -- temp.cluster_rows into staged.provider_rows, which keeps every current row and its key.
 
@@ -120,17 +119,27 @@ union
 select source, source_ref, source_row from temp.kept_rows
 where getvariable('full_recompute');
 
--- The affected rows' source ids whose every current row is read back from the staged rows
--- (which source ids point at one provider, sql/models/staged/provider_keys.sql; the NPIs
--- of a source id, sql/models/staged/dq_flags.sql). On a full recompute, only the kept
--- rows': a batch holds every row of its own source ids, in temp.cluster_rows, and the
--- staged rows grow with every batch (the keys of a 10M recompute: 212 s to 203 s).
-create or replace temp view staged_source_ids as
-select source_id from temp.cluster_rows
-where source_id is not null and not getvariable('full_recompute')
+-- Every current row of the affected rows' source ids, for which source ids point at one
+-- provider (sql/models/staged/provider_keys.sql) and the NPIs of a source id
+-- (sql/models/staged/dq_flags.sql), both read after sql/models/staged/provider_rows.sql
+-- has put this batch's rows among the staged rows. On a full recompute, a batch holds
+-- every row of its own source ids, in temp.cluster_rows: only the kept rows' source ids
+-- are looked up among the staged rows, which grow with every batch (the keys of a 10M
+-- recompute: 212 s to 203 s).
+create or replace temp view source_id_rows as
+select source_id, npi, cluster_key
+from staged.provider_rows
+where source_id in (
+        select source_id from temp.cluster_rows
+        where source_id is not null and not getvariable('full_recompute')
+        union all
+        select source_id from temp.kept_rows
+        where source_id is not null and getvariable('full_recompute'))
 union all
-select source_id from temp.kept_rows
-where source_id is not null and getvariable('full_recompute');
+select source_id, npi, cluster_key
+from temp.cluster_rows
+where getvariable('full_recompute') and source_id is not null
+  and source_id not in (select source_id from temp.kept_rows where source_id is not null);
 
 -- How many providers this batch affects: the models that work on the affected providers
 -- only read nothing when there are none (a run with nothing new).
