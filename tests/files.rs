@@ -260,6 +260,11 @@ fn an_image_under_a_json_name_is_rejected_and_the_others_load() {
     let l = ledger(&t, &key);
     assert_eq!(l[0][0], "rejected");
     assert!(l[0][3].contains("Malformed JSON"), "{l:?}");
+    // read from a local copy, named as the object it is
+    assert!(
+        l[0][3].contains(&format!("in file \"s3://{}/{key}\"", t.bucket)),
+        "{l:?}"
+    );
     assert_sample_outputs(&t);
 }
 

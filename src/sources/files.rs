@@ -53,6 +53,11 @@ pub trait Store: Sync {
     /// The file's first `bytes` bytes (fewer when it is shorter): its header, which decides
     /// which files are read together.
     fn head(&self, object: &ObjectInfo, bytes: u64) -> Result<Vec<u8>>;
+    /// Copies the file to `to` when reading it from a local copy is faster than where it
+    /// is (a bucket); false when DuckDB reads it where it is (a folder).
+    fn download(&self, _object: &ObjectInfo, _to: &Path) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// How a source's files become rows: the raw table, the columns expected, what a bad file
@@ -522,11 +527,13 @@ fn fetch(
         .with_context(|| format!("cannot create {}", staging.display()))?;
     let bar = progress.bar(chosen.read.len() as u64, "objects");
     let mut states: Vec<Option<Staged>> = chosen.read.iter().map(|_| None).collect();
+    // Each object as it is read: from its local copy when the store makes one (`copies`).
+    let reads = copies(store, &chosen.read, &staging.join("objects"))?;
     // (a layout with an encoding of its own is known from each file's header: read alone)
     let grouping = files.layouts.iter().all(|l| l.encoding.is_none());
     let mut by_header: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
     let headers = if grouping {
-        headers_of(store, &chosen.read)
+        headers_of(store, &reads)
     } else {
         Vec::new()
     };
@@ -550,7 +557,7 @@ fn fetch(
         }
     }
     for (n, members) in by_header.into_values().filter(|m| m.len() > 1).enumerate() {
-        let group: Vec<&ObjectInfo> = members.iter().map(|&i| &chosen.read[i].0).collect();
+        let group: Vec<&ObjectInfo> = members.iter().map(|&i| &reads[i].read).collect();
         log::debug!(
             "  reading {} objects with one header in one scan, from {}",
             group.len(),
@@ -566,10 +573,13 @@ fn fetch(
                     }
                 }
             }
-            Err(err) => log::info!(
-                "  {} objects with one header could not be read together, reading each alone: {err:#}",
-                group.len()
-            ),
+            Err(err) => {
+                log::info!(
+                "  {} objects with one header could not be read together, reading each alone: {}",
+                group.len(),
+                members.iter().fold(format!("{err:#}"), |e, &i| reads[i].named(&e))
+            )
+            }
         }
     }
     let mut fetched = Staging {
@@ -583,20 +593,25 @@ fn fetch(
             None => {
                 bar.inc(1);
                 let format = format_of(&object.key).expect("unknown types were rejected above");
-                match fetch_object(engine, &object, format, files, staging, i) {
+                let read = &reads[i];
+                match fetch_object(engine, &read.read, format, files, staging, i) {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
                     }
                     // Is the object bad, or did the source fail? Ask the source, not the text.
                     Err(err) => match store.probe(&object) {
-                        Probe::Same => Staged::Rejected(format!("{err:#}")),
+                        Probe::Same => Staged::Rejected(read.named(&format!("{err:#}"))),
                         Probe::Changed => Staged::Rejected(format!(
-                            "the object changed while it was read; it will be read again next run ({err:#})"
+                            "the object changed while it was read; it will be read again next run ({})",
+                            read.named(&format!("{err:#}"))
                         )),
                         Probe::Failed(transient) => {
-                            return Err(transient)
-                                .context(format!("reading {} failed: {err:#}", object.url))
+                            return Err(transient).context(format!(
+                                "reading {} failed: {}",
+                                object.url,
+                                read.named(&format!("{err:#}"))
+                            ))
                         }
                     },
                 }
@@ -608,18 +623,98 @@ fn fetch(
         fetched.objects.push(StagedObject { object, state });
     }
     bar.finish_and_clear();
+    // (every object is read now: the copies' disk space is given back before the load)
+    let _ = std::fs::remove_dir_all(staging.join("objects"));
     Ok(fetched)
 }
 
+/// An object as it is read: from its local copy, if any (then `read.url` is the copy's
+/// path), else where it is.
+struct Read {
+    read: ObjectInfo,
+    /// Where the object is, when `read.url` is a local copy's path.
+    url: Option<String>,
+}
+
+impl Read {
+    /// A message about the read, naming the object where it is rather than its copy.
+    fn named(&self, message: &str) -> String {
+        match &self.url {
+            Some(url) => message.replace(&self.read.url, url),
+            None => message.to_string(),
+        }
+    }
+}
+
+/// Objects copied to local files four at a time, when the store makes copies (a bucket):
+/// DuckDB reads a bucket's objects one request after another, and copies are read at the
+/// speed of the disk (the benchmark's 20 CSV objects of 1M rows: 0.8 s read where they
+/// are, 0.45 s from copies). The store failing (a transient fault) fails the fetch, as a
+/// read would. An object that cannot be copied otherwise (a local disk full, an object
+/// gone), or whose copy is not the size listed (it changed meanwhile), is read where it
+/// is, as without copies, and its failure, if any, is reported as then.
+fn copies(store: &dyn Store, objects: &[(ObjectInfo, bool)], dir: &Path) -> Result<Vec<Read>> {
+    let in_place = |o: &ObjectInfo| Read {
+        read: o.clone(),
+        url: None,
+    };
+    let wanted = |o: &ObjectInfo| o.size > 0 && format_of(&o.key).is_some();
+    if objects.iter().any(|(o, _)| wanted(o)) && std::fs::create_dir_all(dir).is_err() {
+        return Ok(objects.iter().map(|(o, _)| in_place(o)).collect());
+    }
+    let copy = |(n, (object, _)): (usize, &(ObjectInfo, bool))| -> Result<Read> {
+        let name = object.key.rsplit('/').next().unwrap_or_default();
+        let to = dir.join(format!("{n:06}-{name}"));
+        let copied = wanted(object)
+            && match store.download(object, &to) {
+                Ok(copied) => {
+                    copied && std::fs::metadata(&to).is_ok_and(|m| m.len() == object.size)
+                }
+                Err(err) if crate::retry::is_transient(&err) => {
+                    return Err(err).context(format!("copying {} failed", object.url))
+                }
+                Err(err) => {
+                    log::debug!("  {}: not copied, read where it is: {err:#}", object.key);
+                    false
+                }
+            };
+        if !copied {
+            let _ = std::fs::remove_file(&to);
+            return Ok(in_place(object));
+        }
+        let mut read = object.clone();
+        read.url = to.to_string_lossy().into_owned();
+        Ok(Read {
+            read,
+            url: Some(object.url.clone()),
+        })
+    };
+    let mut reads = Vec::with_capacity(objects.len());
+    let numbered: Vec<_> = objects.iter().enumerate().collect();
+    for chunk in numbered.chunks(4) {
+        std::thread::scope(|scope| -> Result<()> {
+            let copying: Vec<_> = chunk
+                .iter()
+                .map(|&o| scope.spawn(move || copy(o)))
+                .collect();
+            for (c, (_, (object, _))) in copying.into_iter().zip(chunk) {
+                reads.push(c.join().unwrap_or_else(|_| Ok(in_place(object)))?);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(reads)
+}
+
 /// The header line of each CSV object, read 8 at a time (small requests: their time is the
-/// store's latency).
-fn headers_of(store: &dyn Store, objects: &[(ObjectInfo, bool)]) -> Vec<Option<Vec<u8>>> {
+/// store's latency), from its copy when it has one.
+fn headers_of(store: &dyn Store, objects: &[Read]) -> Vec<Option<Vec<u8>>> {
     let mut headers = Vec::with_capacity(objects.len());
     for chunk in objects.chunks(8) {
         std::thread::scope(|scope| {
             let reads: Vec<_> = chunk
                 .iter()
-                .map(|(object, _)| scope.spawn(move || header_of(store, object)))
+                .map(|object| scope.spawn(move || header_of(store, object)))
                 .collect();
             headers.extend(reads.into_iter().map(|r| r.join().ok().flatten()));
         });
@@ -631,14 +726,26 @@ fn headers_of(store: &dyn Store, objects: &[(ObjectInfo, bool)]) -> Vec<Option<V
 /// together with others: not CSV, compressed, empty, a header longer than 64 KiB, a failed
 /// read, or a file whose first 64 KiB hold a single quote or a backslash (it may quote or
 /// escape otherwise than a scan of several files reads them: `"` for both).
-fn header_of(store: &dyn Store, object: &ObjectInfo) -> Option<Vec<u8>> {
+fn header_of(store: &dyn Store, read: &Read) -> Option<Vec<u8>> {
+    let object = &read.read;
     if format_of(&object.key) != Some(Format::Csv)
         || object.size == 0
         || object.key.to_ascii_lowercase().ends_with(".gz")
     {
         return None;
     }
-    let head = store.head(object, 64 * 1024).ok()?;
+    let head = match read.url {
+        Some(_) => {
+            let mut head = Vec::with_capacity(64 * 1024);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(&object.url).ok()?, 64 * 1024),
+                &mut head,
+            )
+            .ok()?;
+            head
+        }
+        None => store.head(object, 64 * 1024).ok()?,
+    };
     if head.iter().any(|&b| b == b'\'' || b == b'\\') {
         return None;
     }

@@ -2,9 +2,11 @@
 //! bucket as a [`Store`]. Objects are listed with their ETag and read through DuckDB's
 //! httpfs with a secret scoped to the bucket; what is done with them is `files`.
 
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use s3::creds::Credentials;
 use s3::{Bucket, Region};
 
@@ -62,6 +64,19 @@ impl Store for S3Store<'_> {
             .get_object_range(&object.key, 0, Some(bytes.max(1) - 1))
             .map_err(|e| classify(&e))?;
         Ok(response.bytes().to_vec())
+    }
+
+    fn download(&self, object: &ObjectInfo, to: &Path) -> Result<bool> {
+        let mut file = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?,
+        );
+        bucket(self.s3)?
+            .get_object_to_writer(&object.key, &mut file)
+            .map_err(|e| classify(&e))?;
+        file.flush()
+            .with_context(|| format!("cannot write {}", to.display()))?;
+        Ok(true)
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Proxy {
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     accepted: Arc<AtomicUsize>,
+    /// The connection (counted as `connections` counts) that cuts the relay, if any.
+    cut_at: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -23,11 +25,18 @@ impl Proxy {
         let cut = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let cut_at = Arc::new(AtomicUsize::new(usize::MAX));
         let (cut2, open2, accepted2) = (cut.clone(), open.clone(), accepted.clone());
+        let cut_at2 = cut_at.clone();
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                accepted2.fetch_add(1, Ordering::SeqCst);
+                if accepted2.fetch_add(1, Ordering::SeqCst) + 1 >= cut_at2.load(Ordering::SeqCst) {
+                    cut2.store(true, Ordering::SeqCst);
+                    for stream in open2.lock().unwrap().drain(..) {
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                }
                 if cut2.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -50,6 +59,7 @@ impl Proxy {
             cut,
             open,
             accepted,
+            cut_at,
         }
     }
 
@@ -66,8 +76,16 @@ impl Proxy {
         }
     }
 
+    /// Cuts the relay (as `cut` does) when the `n`th connection from now is made: that one
+    /// and every later one fail, and the open ones are reset. A fault at a point of the
+    /// run's requests rather than of its time.
+    pub fn cut_at_connection(&self, n: usize) {
+        self.cut_at.store(self.connections() + n, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.cut_at.store(usize::MAX, Ordering::SeqCst);
     }
 }
 
