@@ -76,6 +76,33 @@ fn a_block_of_more_than_50_providers_is_not_compared() {
     );
 }
 
+/// The other block, (surname, first-name initial), is held to 50 as well: 49 more "J… Doe"
+/// make the block of "John Doe" and "Johnathan Doe" (who share no first name) hold 51, and
+/// that pair is no longer listed; the other planted pair still is.
+#[test]
+fn a_surname_block_of_more_than_50_providers_is_not_compared() {
+    let t = Tenant::with_sample("duplicates_large_surname_block");
+    let rows: String = (0..49)
+        .map(|i| {
+            let first = format!(
+                "J{}{}",
+                char::from(b'a' + (i / 7) as u8),
+                char::from(b'k' + (i % 7) as u8)
+            );
+            format!(
+                "{first} Doe,{},,Pediatrics,Metro Med,ZD{i:03},Pediatrics,ZD-ID\n",
+                300 + i
+            )
+        })
+        .collect();
+    t.put("providers/2026-11-29/does.csv", &providers_csv(&rows));
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query("select name_a, name_b from staged.possible_duplicates order by all"),
+        table("Jane Smith | Jane S.")
+    );
+}
+
 /// A new provider that looks like a known one is compared with it in an incremental run,
 /// and the pairs equal those of a full recompute.
 #[test]
