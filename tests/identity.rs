@@ -52,26 +52,32 @@ fn possible_duplicates_are_listed_with_their_evidence_and_never_merged() {
     );
 }
 
+/// Runs the sample with 49 more providers, each named by `name` from two letters that
+/// differ between them ("ak", "al", … "gq"), and gives the possible duplicates listed.
+fn pairs_with_49_more(name: &str, make: impl Fn(&str) -> String) -> Vec<Vec<String>> {
+    let t = Tenant::with_sample(name);
+    let rows: String = (0..49u8)
+        .map(|i| {
+            let letters = format!("{}{}", char::from(b'a' + i / 7), char::from(b'k' + i % 7));
+            format!(
+                "{},{},,Pediatrics,Metro Med,ZB{i:03},Pediatrics,ZB-ID\n",
+                make(&letters),
+                300 + u32::from(i)
+            )
+        })
+        .collect();
+    t.put("providers/2026-11-29/more.csv", &providers_csv(&rows));
+    t.run_ok(&[]);
+    t.query("select name_a, name_b from staged.possible_duplicates order by all")
+}
+
 /// A block of more than 50 providers (a common name) is not compared: 49 more "Jane S…"
 /// make the block of "Jane Smith" and "Jane S." hold 51, and that pair is no longer listed,
 /// nor any pair of the newcomers; the other planted pair still is.
 #[test]
 fn a_block_of_more_than_50_providers_is_not_compared() {
-    let t = Tenant::with_sample("duplicates_large_block");
-    let rows: String = (0..49)
-        .map(|i| {
-            let surname = format!(
-                "S{}{}",
-                char::from(b'a' + (i / 7) as u8),
-                char::from(b'k' + (i % 7) as u8)
-            );
-            format!("Jane {surname},{i},,Pediatrics,Metro Med,JB{i:03},Pediatrics,JB-ID\n")
-        })
-        .collect();
-    t.put("providers/2026-11-29/janes.csv", &providers_csv(&rows));
-    t.run_ok(&[]);
     assert_eq!(
-        t.query("select name_a, name_b from staged.possible_duplicates order by all"),
+        pairs_with_49_more("duplicates_large_block", |l| format!("Jane S{l}")),
         table("John Doe | Johnathan Doe")
     );
 }
@@ -81,24 +87,8 @@ fn a_block_of_more_than_50_providers_is_not_compared() {
 /// that pair is no longer listed; the other planted pair still is.
 #[test]
 fn a_surname_block_of_more_than_50_providers_is_not_compared() {
-    let t = Tenant::with_sample("duplicates_large_surname_block");
-    let rows: String = (0..49)
-        .map(|i| {
-            let first = format!(
-                "J{}{}",
-                char::from(b'a' + (i / 7) as u8),
-                char::from(b'k' + (i % 7) as u8)
-            );
-            format!(
-                "{first} Doe,{},,Pediatrics,Metro Med,ZD{i:03},Pediatrics,ZD-ID\n",
-                300 + i
-            )
-        })
-        .collect();
-    t.put("providers/2026-11-29/does.csv", &providers_csv(&rows));
-    t.run_ok(&[]);
     assert_eq!(
-        t.query("select name_a, name_b from staged.possible_duplicates order by all"),
+        pairs_with_49_more("duplicates_large_surname_block", |l| format!("J{l} Doe")),
         table("Jane Smith | Jane S.")
     );
 }
