@@ -520,9 +520,6 @@ fn fetch(
         ledger(engine, name)?
     };
     let chosen = select(objects, &known);
-    if !chosen.read.is_empty() {
-        source.open(engine)?;
-    }
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
     let bar = progress.bar(chosen.read.len() as u64, "objects");
@@ -542,6 +539,13 @@ fn fetch(
             copied.iter().map(|o| o.size).sum::<u64>(),
             copying.elapsed().as_secs_f64()
         );
+    }
+    // (DuckDB reads the store itself only for an object to read that has no copy)
+    if reads
+        .iter()
+        .any(|r| r.url.is_none() && r.read.size > 0 && format_of(&r.read.key).is_some())
+    {
+        source.open(engine)?;
     }
     // (a layout with an encoding of its own is known from each file's header: read alone)
     let grouping = files.layouts.iter().all(|l| l.encoding.is_none());
@@ -588,11 +592,13 @@ fn fetch(
                 }
             }
             Err(err) => {
+                let reason = members
+                    .iter()
+                    .fold(format!("{err:#}"), |e, &i| reads[i].named(&e));
                 log::info!(
-                "  {} objects with one header could not be read together, reading each alone: {}",
-                group.len(),
-                members.iter().fold(format!("{err:#}"), |e, &i| reads[i].named(&e))
-            )
+                    "  {} objects with one header could not be read together, reading each alone: {reason}",
+                    group.len()
+                )
             }
         }
     }
@@ -663,13 +669,13 @@ impl Read {
 /// How many objects are copied at a time.
 const COPY_WORKERS: usize = 4;
 
-/// Objects copied to local files, `COPY_WORKERS` at a time, when the store makes copies (a
-/// bucket): DuckDB reads a bucket's objects one request after another, and copies are read at the
-/// speed of the disk (the benchmark's 20 CSV objects of 1M rows: 0.8 s read where they
-/// are, 0.45 s from copies). The store failing (a transient fault) fails the fetch, as a
-/// read would. An object that cannot be copied otherwise (a local disk full, an object
-/// gone), or whose copy is not the size listed (it changed meanwhile), is read where it
-/// is, as without copies, and its failure, if any, is reported as then.
+/// Objects copied to local files, `COPY_WORKERS` at a time, when the store makes copies
+/// (a bucket): DuckDB reads a bucket's objects one request after another, and copies are
+/// read at the speed of the disk (the benchmark's 20 CSV objects of 1M rows: 0.8 s read
+/// where they are, 0.45 s from copies). The store failing (a transient fault) fails the
+/// fetch, as a read would. An object that cannot be copied otherwise (a local disk full,
+/// an object gone), or whose copy is not the size listed (it changed meanwhile), is read
+/// where it is, as without copies, and its failure, if any, is reported as then.
 fn copies(store: &dyn Store, objects: &[(ObjectInfo, bool)], dir: &Path) -> Result<Vec<Read>> {
     let in_place = |o: &ObjectInfo| Read {
         read: o.clone(),
@@ -734,7 +740,7 @@ fn copies(store: &dyn Store, objects: &[(ObjectInfo, bool)], dir: &Path) -> Resu
     let mut done = done.into_iter().peekable();
     let mut reads = Vec::with_capacity(objects.len());
     for (n, (object, _)) in objects.iter().enumerate() {
-        // (an object a panicked worker held is read where it is)
+        // (the objects of a worker that panicked are read where they are)
         match done.next_if(|(m, _)| *m == n) {
             Some((_, read)) => reads.push(read?),
             None => reads.push(in_place(object)),

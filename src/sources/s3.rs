@@ -1,6 +1,7 @@
 //! Files in an S3 bucket (MinIO, AWS S3, SeaweedFS: one endpoint setting apart): the
-//! bucket as a [`Store`]. Objects are listed with their ETag and read through DuckDB's
-//! httpfs with a secret scoped to the bucket; what is done with them is `files`.
+//! bucket as a [`Store`]. Objects are listed with their ETag and copied to local files for
+//! DuckDB to read; an object that could not be copied is read through DuckDB's httpfs, with
+//! a secret scoped to the bucket. What is done with them is `files`.
 
 use std::io::Write;
 use std::path::Path;
