@@ -254,14 +254,24 @@ pub fn extension_directory(settings: &EngineSettings) -> PathBuf {
 /// database on disk (compression, checkpoints).
 #[cfg(test)]
 pub fn test_lake(dir: &Path) -> Engine {
-    let settings = EngineSettings {
+    Engine::open(
+        &dir.join("lake.duckdb"),
+        &test_settings(dir),
+        Redactor::new(vec![]),
+    )
+    .unwrap()
+}
+
+/// Small engine settings for unit tests, extensions looked for in `dir`.
+#[cfg(test)]
+pub fn test_settings(dir: &Path) -> EngineSettings {
+    EngineSettings {
         memory_limit: "1GB".into(),
         threads: Some(1),
         extension_directory: dir.into(),
         keep_outputs: 1,
         transform_batch_rows: 1,
-    };
-    Engine::open(&dir.join("lake.duckdb"), &settings, Redactor::new(vec![])).unwrap()
+    }
 }
 
 #[cfg(test)]

@@ -174,13 +174,7 @@ mod tests {
 
     #[test]
     fn columns_of_nearly_all_distinct_values_are_chosen() {
-        let settings = EngineSettings {
-            memory_limit: "1GB".into(),
-            threads: Some(1),
-            extension_directory: ".".into(),
-            keep_outputs: 1,
-            transform_batch_rows: 1,
-        };
+        let settings = crate::engine::test_settings(std::path::Path::new("."));
         let engine = Engine::in_memory(&settings, Redactor::new(vec![])).unwrap();
         let relation = "(select i::varchar as id, (i % 3)::varchar as code, \
                          if(i % 2 = 0, i::varchar, null) as half, null::varchar as empty, \
