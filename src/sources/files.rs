@@ -1604,6 +1604,126 @@ fn prepare_object(
 mod tests {
     use super::*;
 
+    /// A store whose copies do what each object's key says: `ok` copies its bytes, `short`
+    /// copies fewer bytes than listed (it changed meanwhile), `gone` fails for good (an
+    /// object deleted, a local disk full), `flaky` fails as a dropped connection does.
+    struct CopyingStore;
+
+    impl Store for CopyingStore {
+        fn endpoint(&self) -> String {
+            "test store".into()
+        }
+        fn location(&self) -> String {
+            "test://".into()
+        }
+        fn connect(&self, _: &Engine, _: &EngineSettings, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn list(&self) -> Result<Vec<ObjectInfo>> {
+            Ok(Vec::new())
+        }
+        fn url(&self, key: &str) -> String {
+            format!("s3://bucket/{key}")
+        }
+        fn probe(&self, _: &ObjectInfo) -> Probe {
+            Probe::Same
+        }
+        fn head(&self, _: &ObjectInfo, _: u64) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn download(&self, object: &ObjectInfo, to: &Path) -> Result<bool> {
+            let bytes = vec![b'x'; object.size as usize];
+            match object.key.split('.').next().unwrap_or_default() {
+                "ok" => std::fs::write(to, &bytes)?,
+                "short" => std::fs::write(to, &bytes[1..])?,
+                "gone" => {
+                    std::fs::write(to, &bytes[..1])?;
+                    bail!("NoSuchKey: {}", object.key)
+                }
+                "flaky" => {
+                    return Err(anyhow::Error::new(crate::retry::Transient(
+                        "connection reset".into(),
+                    )))
+                }
+                other => panic!("{other}: not to be copied"),
+            }
+            Ok(true)
+        }
+    }
+
+    fn object(key: &str, size: u64) -> (ObjectInfo, bool) {
+        let info = ObjectInfo {
+            key: key.into(),
+            etag: "e".into(),
+            size,
+            last_modified: "2026-01-01 00:00:00+00".into(),
+            url: CopyingStore.url(key),
+        };
+        (info, false)
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_copied_is_read_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies_dir = dir.path().join("objects");
+        let objects = [
+            object("ok.csv", 10),
+            object("short.csv", 10),
+            object("gone.ndjson", 10),
+            // neither an empty object nor one of no known format is copied
+            object("ok.empty.csv", 0),
+            object("unknown.parquet", 10),
+        ];
+        let reads = copies(&CopyingStore, &objects, &copies_dir).unwrap();
+        let read_from: Vec<(&str, Option<&str>)> = reads
+            .iter()
+            .map(|r| (r.read.url.as_str(), r.url.as_deref()))
+            .collect();
+        let copy = copies_dir.join("000000-ok.csv");
+        assert_eq!(
+            read_from,
+            [
+                (copy.to_str().unwrap(), Some("s3://bucket/ok.csv")),
+                ("s3://bucket/short.csv", None),
+                ("s3://bucket/gone.ndjson", None),
+                ("s3://bucket/ok.empty.csv", None),
+                ("s3://bucket/unknown.parquet", None),
+            ]
+        );
+        // the copies that were not kept are gone; messages name the object, not its copy
+        assert_eq!(files_in(&copies_dir), ["000000-ok.csv"]);
+        assert_eq!(
+            reads[0].named(&format!("cannot read {}, line 3", copy.display())),
+            "cannot read s3://bucket/ok.csv, line 3"
+        );
+    }
+
+    #[test]
+    fn a_transient_fault_while_copying_fails_the_fetch_so_it_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = [object("ok.csv", 10), object("flaky.csv", 10)];
+        let err = copies(&CopyingStore, &objects, &dir.path().join("objects"))
+            .err()
+            .expect("a transient fault fails the copies");
+        assert!(crate::retry::is_transient(&err), "{err:#}");
+        assert_eq!(
+            format!("{err:#}"),
+            "copying s3://bucket/flaky.csv failed: connection reset (transient)"
+        );
+    }
+
     #[test]
     fn file_type_comes_from_the_extension() {
         assert_eq!(format_of("a/b/providers.CSV"), Some(Format::Csv));
