@@ -244,6 +244,43 @@ fn a_delete_hidden_by_an_unread_insert_is_still_found() {
     );
 }
 
+/// Keys of 64 bits have a digest too (each reduced modulo the prime first, as 32-bit keys
+/// need not be): a run reads no key when none is gone, and a delete hidden by an unread
+/// insert is still found.
+#[test]
+fn keys_of_64_bits_have_a_digest_too() {
+    let t = Tenant::with_sample("wide_keys");
+    t.pg()
+        .batch_execute(
+            "alter table provider alter column provider_id type bigint;
+             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+             values (5000000000, 'Wanda Wide', '1000000046', 'WW050', '2026-11-02 08:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); no key gone"),
+        "{log}"
+    );
+    t.pg()
+        .batch_execute(
+            "delete from provider where provider_id = 5000000000;
+             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+             values (6000000000, 'Olga Old', '1000000038', 'OO060', '2020-01-01 00:00:00+00')",
+        )
+        .unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
+        table("5000000000")
+    );
+}
+
 /// Keys that are not integers have no digest: every key is read and compared each run.
 #[test]
 fn keys_that_are_not_integers_are_compared_one_by_one() {
