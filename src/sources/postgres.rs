@@ -393,14 +393,28 @@ fn fetch(
 /// them: their count, the sum of the keys, and the sums of their squares and cubes modulo
 /// a prime, each as text. Two different sets have the same digest only by a coincidence:
 /// about one chance in 2^62 for keys that differ at random, none for one differing key.
-/// The same SQL runs in Postgres and in DuckDB, and gives the same text in both.
-fn key_digest(key: &str, from: &str) -> String {
+/// The same SQL runs in Postgres and in DuckDB, and gives the same text in both. A key of
+/// at most 32 bits (`narrow`) is summed as such, each power below the prime as a 32-bit
+/// integer: Postgres then sums into 64 bits rather than into `numeric` (10M keys: 0.86 to
+/// 1.27 s to 0.67 to 0.71 s).
+fn key_digest(key: &str, from: &str, narrow: bool) -> String {
+    const P: &str = "2147483647";
+    if narrow {
+        let k = format!("{}::integer", ident(key));
+        let square = format!("({k}::bigint * {k} % {P})");
+        return format!(
+            "select count({k})::varchar as keys, coalesce(sum({k}), 0)::varchar as sum1, \
+             coalesce(sum({square}::integer), 0)::varchar as sum2, \
+             coalesce(sum(({square} * {k} % {P})::integer), 0)::varchar as sum3 \
+             from {from}"
+        );
+    }
     let k = format!("{}::bigint", ident(key));
-    let m = format!("({k} % 2147483647)");
+    let m = format!("({k} % {P})");
     format!(
         "select count({k})::varchar as keys, coalesce(sum({k}), 0)::varchar as sum1, \
-         coalesce(sum({m} * {m} % 2147483647), 0)::varchar as sum2, \
-         coalesce(sum({m} * {m} % 2147483647 * {m} % 2147483647), 0)::varchar as sum3 \
+         coalesce(sum({m} * {m} % {P}), 0)::varchar as sum2, \
+         coalesce(sum({m} * {m} % {P} * {m} % {P}), 0)::varchar as sum3 \
          from {from}"
     )
 }
@@ -421,17 +435,22 @@ fn no_key_gone(
     rows: &Path,
 ) -> Result<bool> {
     let read = format!("read_parquet({})", literal(&rows.to_string_lossy()));
-    let integer = engine
-        .columns_of(&format!("select {} from {read}", ident(key)))?
-        .first()
-        .is_some_and(|(_, ty)| {
-            matches!(ty.as_str(), "TINYINT" | "SMALLINT" | "INTEGER" | "BIGINT")
-        });
-    if !integer {
-        return Ok(false);
-    }
     let k = ident(key);
     let raw = raw_table(name, table);
+    let type_in = |from: &str| -> Result<String> {
+        Ok(engine
+            .columns_of(&format!("select {k} from {from}"))?
+            .first()
+            .map(|(_, ty)| ty.clone())
+            .unwrap_or_default())
+    };
+    let narrow_type = |ty: &str| matches!(ty, "TINYINT" | "SMALLINT" | "INTEGER");
+    let read_type = type_in(&read)?;
+    if !narrow_type(&read_type) && read_type != "BIGINT" {
+        return Ok(false);
+    }
+    // (narrow only when the keys the lake holds are too)
+    let narrow = narrow_type(&read_type) && narrow_type(&type_in(&raw)?);
     let lake = engine.query_strings(&key_digest(
         key,
         &format!(
@@ -439,6 +458,7 @@ fn no_key_gone(
                and {k} not in (select {k} from {read}) \
              union all select {k} from {read})"
         ),
+        narrow,
     ))?;
     let source = engine
         .query_strings(&format!(
@@ -446,7 +466,8 @@ fn no_key_gone(
             literal(&alias(name)),
             literal(&key_digest(
                 key,
-                &format!("{}.{}", ident(&pg.schema), ident(table))
+                &format!("{}.{}", ident(&pg.schema), ident(table)),
+                narrow
             ))
         ))
         .map_err(|e| classify(pg, e))
