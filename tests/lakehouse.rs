@@ -219,6 +219,19 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
     );
 }
 
+/// Deletes the provider `gone` while inserting `unread` with a cursor value older than any
+/// read, so that it is not read, then runs: the log of the run.
+fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64) -> String {
+    t.pg()
+        .batch_execute(&format!(
+            "delete from provider where provider_id = {gone};
+             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+             values ({unread}, 'Olga Old', '1000000038', 'OO{unread}', '2020-01-01 00:00:00+00')"
+        ))
+        .unwrap();
+    stderr(&t.run_ok(&[]))
+}
+
 /// A row deleted while another is inserted with a cursor value older than the read (so
 /// it is not read: the raw table and the source still hold as many keys) is still found:
 /// the keys' sums differ, so every key is read and compared.
@@ -226,14 +239,7 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
 fn a_delete_hidden_by_an_unread_insert_is_still_found() {
     let t = Tenant::with_sample("hidden_delete");
     t.run_ok(&[]);
-    t.pg()
-        .batch_execute(
-            "delete from provider where provider_id = 4;
-             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
-             values (40, 'Olga Old', '1000000038', 'OO040', '2020-01-01 00:00:00+00')",
-        )
-        .unwrap();
-    let log = stderr(&t.run_ok(&[]));
+    let log = delete_hidden_by_an_unread_insert(&t, 4, 40);
     assert!(
         log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (9 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
         "{log}"
@@ -263,14 +269,7 @@ fn keys_of_64_bits_have_a_digest_too() {
         log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); no key gone"),
         "{log}"
     );
-    t.pg()
-        .batch_execute(
-            "delete from provider where provider_id = 5000000000;
-             insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
-             values (6000000000, 'Olga Old', '1000000038', 'OO060', '2020-01-01 00:00:00+00')",
-        )
-        .unwrap();
-    let log = stderr(&t.run_ok(&[]));
+    let log = delete_hidden_by_an_unread_insert(&t, 5000000000, 6000000000);
     assert!(
         log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
         "{log}"
