@@ -570,10 +570,7 @@ fn fetch(
         );
     }
     // (DuckDB reads the store itself only for an object to read that has no copy)
-    if reads
-        .iter()
-        .any(|r| r.url.is_none() && r.read.size > 0 && format_of(&r.read.key).is_some())
-    {
+    if reads.iter().any(|r| r.url.is_none() && to_read(&r.read)) {
         source.open(engine)?;
     }
     // (a layout with an encoding of its own is known from each file's header: read alone)
@@ -695,6 +692,23 @@ impl Read {
     }
 }
 
+/// Whether DuckDB reads the object's bytes: it is not empty and of a known format.
+fn to_read(object: &ObjectInfo) -> bool {
+    object.size > 0 && format_of(&object.key).is_some()
+}
+
+/// The first `bytes` bytes of a local file (fewer when it is shorter).
+pub fn local_head(path: &str, bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot open {path}"))?
+        .take(bytes)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {path}"))?;
+    Ok(head)
+}
+
 /// How many objects are copied at a time.
 const COPY_WORKERS: usize = 4;
 
@@ -710,14 +724,13 @@ fn copies(store: &dyn Store, objects: &[(ObjectInfo, bool)], dir: &Path) -> Resu
         read: o.clone(),
         url: None,
     };
-    let wanted = |o: &ObjectInfo| o.size > 0 && format_of(&o.key).is_some();
-    if objects.iter().any(|(o, _)| wanted(o)) && std::fs::create_dir_all(dir).is_err() {
+    if objects.iter().any(|(o, _)| to_read(o)) && std::fs::create_dir_all(dir).is_err() {
         return Ok(objects.iter().map(|(o, _)| in_place(o)).collect());
     }
     let copy = |(n, (object, _)): (usize, &(ObjectInfo, bool))| -> Result<Read> {
         let name = object.key.rsplit('/').next().unwrap_or_default();
         let to = dir.join(format!("{n:06}-{name}"));
-        let copied = wanted(object)
+        let copied = to_read(object)
             && match store.download(object, &to) {
                 Ok(copied) => {
                     copied && std::fs::metadata(&to).is_ok_and(|m| m.len() == object.size)
@@ -807,15 +820,7 @@ fn header_of(store: &dyn Store, read: &Read) -> Option<Vec<u8>> {
         return None;
     }
     let head = match read.url {
-        Some(_) => {
-            let mut head = Vec::with_capacity(64 * 1024);
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::open(&object.url).ok()?, 64 * 1024),
-                &mut head,
-            )
-            .ok()?;
-            head
-        }
+        Some(_) => local_head(&object.url, 64 * 1024).ok()?,
         None => store.head(object, 64 * 1024).ok()?,
     };
     if head.iter().any(|&b| b == b'\'' || b == b'\\') {

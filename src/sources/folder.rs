@@ -86,13 +86,7 @@ impl Store for FolderStore<'_> {
     }
 
     fn head(&self, object: &ObjectInfo, bytes: u64) -> Result<Vec<u8>> {
-        let mut head = Vec::new();
-        std::fs::File::open(&object.url)
-            .with_context(|| format!("cannot open {}", object.url))?
-            .take(bytes)
-            .read_to_end(&mut head)
-            .with_context(|| format!("cannot read {}", object.url))?;
-        Ok(head)
+        super::files::local_head(&object.url, bytes)
     }
 
     fn probe(&self, object: &ObjectInfo) -> Probe {
