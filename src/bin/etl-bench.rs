@@ -2,7 +2,8 @@
 //! allows. Generates ROWS providers in Postgres and ROWS provider rows across 20 CSV and 5
 //! NDJSON objects, measures the floors (`psql \copy` of the tables to /dev/null; the
 //! objects' bytes read from the bucket), runs the pipeline cold, then again after 1% new
-//! data, and prints wall time, CPU time, peak memory and rows per second per stage.
+//! data, and prints wall time, CPU time, peak memory and rows per second per stage. Each
+//! run is repeated (`--repeat`; three times up to 2M rows) and the median one is shown.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +32,10 @@ struct Args {
     /// run nothing: to time or profile an incremental run on a copy of the lake.
     #[arg(long)]
     append: bool,
+    /// How many times each run (the reference, cold, incremental, nothing new) is timed; the
+    /// run of median wall time is shown. Default: 3 up to 2M rows, else 1.
+    #[arg(long)]
+    repeat: Option<usize>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -139,21 +144,60 @@ fn run(args: Args) -> Result<()> {
         Ok(())
     })?;
 
+    // Each run is timed `repeat` times, the median shown: a single run on a shared machine
+    // can be 15% off.
+    let repeat = args
+        .repeat
+        .unwrap_or(if rows <= 2_000_000 { 3 } else { 1 })
+        .max(1);
+
     // The hand-written reference, first: its peak memory is the largest of this process's
     // children so far (psql's are small).
-    let reference = run_reference(&pg, &bucket)?;
+    let reference = median(
+        (0..repeat)
+            .map(|_| run_reference(&pg, &bucket))
+            .collect::<Result<Vec<_>>>()?,
+        |r| r.wall,
+    );
 
     // The runs.
     let manifest = args.manifest.clone();
     let lake = Path::new("lake/bench");
-    let _ = std::fs::remove_dir_all(lake);
+    let cold_lake = Path::new("lake/bench-cold");
     let etl = std::env::current_exe()?.with_file_name("etl");
-    let cold = run_etl(&etl, &manifest, lake)?;
+    let mut colds = Vec::new();
+    for _ in 0..repeat {
+        let _ = std::fs::remove_dir_all(lake);
+        colds.push(run_etl(&etl, &manifest, lake)?);
+    }
+    let cold = median(colds, |r| r.whole.wall);
     append_new_rows(&pg, &bucket, (rows, rows), sites, "providers/day-2/")?;
-    let incremental = run_etl(&etl, &manifest, lake)?;
+    // every incremental run from the lake the cold runs left
+    if repeat > 1 {
+        let _ = std::fs::remove_dir_all(cold_lake);
+        copy_dir(lake, cold_lake)?;
+    }
+    let mut incrementals = Vec::new();
+    for n in 0..repeat {
+        if n > 0 {
+            let _ = std::fs::remove_dir_all(lake);
+            copy_dir(cold_lake, lake)?;
+        }
+        incrementals.push(run_etl(&etl, &manifest, lake)?);
+    }
+    let _ = std::fs::remove_dir_all(cold_lake);
+    let incremental = median(incrementals, |r| r.whole.wall);
     // what every run costs, whatever it brings: a run with nothing new
-    let idle = run_etl(&etl, &manifest, lake)?;
+    let idle = median(
+        (0..repeat)
+            .map(|_| run_etl(&etl, &manifest, lake))
+            .collect::<Result<Vec<_>>>()?,
+        |r| r.whole.wall,
+    );
 
+    if repeat > 1 {
+        println!("each run timed {repeat} times: the run of median wall time, and the range of the wall times\n");
+    }
     for (title, run, floors) in [
         (
             "cold run (everything new)",
@@ -167,8 +211,9 @@ fn run(args: Args) -> Result<()> {
         ),
         ("run with nothing new (the fixed cost)", &idle, [None, None]),
     ] {
+        let (run, range) = run;
         let stages = &run.stages;
-        println!("{title}");
+        println!("{title}{}", range.describe());
         println!(
             "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}",
             "stage", "wall s", "cpu s", "peak MB", "rows", "rows/s", "floor s", "x floor"
@@ -213,7 +258,8 @@ fn run(args: Args) -> Result<()> {
             run.duplicates.0, run.duplicates.1
         );
     }
-    let (cold, incremental, idle) = (cold.whole, incremental.whole, idle.whole);
+    let (reference, reference_range) = reference;
+    let (cold, incremental, idle) = (cold.0.whole, incremental.0.whole, idle.0.whole);
     println!(
         "against the hand-written reference (bench/reference.sql, DuckDB CLI, same data, memory_limit {})",
         env_or("ETL_BENCH_REFERENCE_MEMORY", "8GB")
@@ -223,8 +269,13 @@ fn run(args: Args) -> Result<()> {
         "", "wall s", "cpu s", "peak MB", "x reference"
     );
     println!(
-        "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10}",
-        "reference", reference.wall, reference.cpu, reference.rss, "1.0"
+        "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10}{}",
+        "reference",
+        reference.wall,
+        reference.cpu,
+        reference.rss,
+        "1.0",
+        reference_range.describe()
     );
     println!(
         "  {:<18} {:>8.2} {:>8.2} {:>9.0} {:>10.1}",
@@ -354,6 +405,47 @@ fn measured(
         cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
         rss: ru.ru_maxrss as f64 / 1024.0,
     })
+}
+
+/// The wall times of a run timed several times: the lowest and the highest.
+struct Range {
+    runs: usize,
+    low: f64,
+    high: f64,
+}
+
+impl Range {
+    fn describe(&self) -> String {
+        if self.runs < 2 {
+            return String::new();
+        }
+        format!(
+            " (median of {}: {:.2} to {:.2} s)",
+            self.runs, self.low, self.high
+        )
+    }
+}
+
+/// The run of median wall time (the lower middle one of an even number), and the range.
+fn median<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> (T, Range) {
+    runs.sort_by(|a, b| wall(a).total_cmp(&wall(b)));
+    let range = Range {
+        runs: runs.len(),
+        low: runs.first().map_or(0.0, &wall),
+        high: runs.last().map_or(0.0, &wall),
+    };
+    let middle = (runs.len() - 1) / 2;
+    (runs.swap_remove(middle), range)
+}
+
+/// Copies a folder as it is (a lake, to start each incremental run from it): its links
+/// (`omop/current`) stay links.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("cannot copy {} to {}", from.display(), to.display());
+    }
+    Ok(())
 }
 
 fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
