@@ -13,11 +13,14 @@
 -- etl:replace (cluster_key) in temp.affected_clusters
 -- etl:fsst (cluster_key, npi, provider_source_value)
 create or replace temp table clusters as
--- Each field's survivor is picked by arg_min over one BIGINT ranking key and names its row
--- (the row's rowid in temp.cluster_rows); the values are then read from that row. Both
--- arguments fixed-size, the aggregate spills within the memory limit: with a struct value
--- or a tuple key per state (and first(… order by …) before that) it could not, and 2M rows
--- a batch needed more than the limit.
+-- Each field's survivor is picked by arg_min over one BIGINT ranking key, which gives its
+-- value (arg_min_null where the picked row's value may be NULL, which arg_min would pass
+-- over; reading each value afterwards from the picked row, one join per field, made this
+-- statement 10% slower). A whole record (when the rows name different people) is read
+-- from its row, named by its rowid in temp.cluster_rows. The ranking key fixed-size, the
+-- aggregate spills within the memory limit: with a struct value or a tuple key per state
+-- (and first(… order by …) before that) it could not, and 2M rows a batch needed more than
+-- the limit.
 -- A ranking key packs, most significant first: flags (bits 52–53), a rank below 2^20
 -- (bits 32–51) and the row's place among its provider's rows, newest first (bits 0–31).
 with
@@ -30,6 +33,7 @@ ranked as (
         cluster_rows.rowid as row_ix,
         cluster_rows.cluster_key,
         cluster_rows.person_name,
+        cluster_rows.name_key,
         cluster_rows.surname,
         cluster_rows.name_completeness,
         cluster_rows.npi,
@@ -40,6 +44,9 @@ ranked as (
         cluster_rows.site_id,
         cluster_rows.source_id,
         cluster_rows.source,
+        cluster_rows.source_ref,
+        cluster_rows.source_row,
+        cluster_rows.specialty_concept_id,
         -- a steward said whose this NPI is (npi_belongs_to): that person's rows come first
         steward.line as steward_line,
         row_number() over (
@@ -72,16 +79,30 @@ keyed as (
 survived as (
     select
         cluster_key,
-        arg_min(row_ix, by_completeness) filter (where person_name is not null) as named_ix,
-        arg_min(row_ix, ((person_name is null)::bigint << 52) | by_completeness) as survivor_ix,
-        arg_min(row_ix, ((npi_problem is not null)::bigint << 32) | newest_first)
-            filter (where npi is not null) as npi_ix,
-        arg_min(row_ix, newest_first)
-            filter (where specialty_source_value is not null) as specialty_ix,
+        arg_min(person_name, by_completeness) filter (where person_name is not null)
+            as named_person_name,
+        arg_min_null(name_key, by_completeness) filter (where person_name is not null)
+            as named_name_key,
+        arg_min_null(surname, by_completeness) filter (where person_name is not null)
+            as named_surname,
+        -- the row the published name comes from (a row without a name when none has one)
+        arg_min_null(source, ((person_name is null)::bigint << 52) | by_completeness)
+            as survivor_source,
+        arg_min_null(source_ref, ((person_name is null)::bigint << 52) | by_completeness)
+            as survivor_source_ref,
+        arg_min_null(source_row, ((person_name is null)::bigint << 52) | by_completeness)
+            as survivor_source_row,
+        arg_min(npi, ((npi_problem is not null)::bigint << 32) | newest_first)
+            filter (where npi is not null) as survivor_npi,
+        arg_min(specialty_source_value, newest_first)
+            filter (where specialty_source_value is not null) as specialty_source_value,
+        arg_min_null(specialty_concept_id, newest_first)
+            filter (where specialty_source_value is not null) as specialty_concept_id,
         -- arg_min_null: the newest row's site wins even when it is unknown (NULL), never an older guess
         arg_min_null(care_site_id, newest_first)
             filter (where site_name_sent is not null or site_id is not null) as care_site_id,
-        arg_min(row_ix, newest_first) filter (where source_id is not null) as source_id_ix,
+        arg_min(source_id, newest_first) filter (where source_id is not null)
+            as survivor_source_id,
         count(*) as rows_in_cluster,
         -- rows naming different people: one row's whole record instead of a blend
         min(surname) <> max(surname) as identity_conflict,
@@ -98,31 +119,27 @@ select
     s.cluster_key,
     coalesce(s.identity_conflict, false) as identity_conflict,
     s.rows_in_cluster,
-    if(s.identity_conflict, whole.person_name, named.person_name) as provider_name,
+    if(s.identity_conflict, whole.person_name, s.named_person_name) as provider_name,
     -- the published name's key and surname, for the possible duplicates
-    if(s.identity_conflict, whole.name_key, named.name_key) as name_key,
-    if(s.identity_conflict, whole.surname, named.surname) as surname,
+    if(s.identity_conflict, whole.name_key, s.named_name_key) as name_key,
+    if(s.identity_conflict, whole.surname, s.named_surname) as surname,
     if(s.identity_conflict,
        struct_pack(source := whole.source, source_ref := whole.source_ref,
                    source_row := whole.source_row),
-       struct_pack(source := survivor.source, source_ref := survivor.source_ref,
-                   source_row := survivor.source_row)) as survivor,
-    if(s.identity_conflict, whole.npi, npi.npi) as npi,
+       struct_pack(source := s.survivor_source, source_ref := s.survivor_source_ref,
+                   source_row := s.survivor_source_row)) as survivor,
+    if(s.identity_conflict, whole.npi, s.survivor_npi) as npi,
     if(s.identity_conflict,
        if(whole.specialty_source_value is null, null,
           struct_pack(specialty_source_value := whole.specialty_source_value,
                       specialty_concept_id := whole.specialty_concept_id)),
-       if(s.specialty_ix is null, null,
-          struct_pack(specialty_source_value := specialty.specialty_source_value,
-                      specialty_concept_id := specialty.specialty_concept_id))) as specialty,
+       if(s.specialty_source_value is null, null,
+          struct_pack(specialty_source_value := s.specialty_source_value,
+                      specialty_concept_id := s.specialty_concept_id))) as specialty,
     if(s.identity_conflict, whole.care_site_id, s.care_site_id) as care_site_id,
-    if(s.identity_conflict, whole.source_id, source_id.source_id) as provider_source_value,
+    if(s.identity_conflict, whole.source_id, s.survivor_source_id) as provider_source_value,
     -- the line of the steward decision that chose the published row
     if(s.identity_conflict, s.whole_steward_line, null) as steward_line
 from survived as s
-left join temp.cluster_rows as named on named.rowid = s.named_ix
-left join temp.cluster_rows as survivor on survivor.rowid = s.survivor_ix
-left join temp.cluster_rows as npi on npi.rowid = s.npi_ix
-left join temp.cluster_rows as specialty on specialty.rowid = s.specialty_ix
-left join temp.cluster_rows as source_id on source_id.rowid = s.source_id_ix
-left join temp.cluster_rows as whole on whole.rowid = s.whole_ix;
+-- (only a provider whose rows name different people reads its whole record)
+left join temp.cluster_rows as whole on whole.rowid = if(s.identity_conflict, s.whole_ix, null);
