@@ -32,6 +32,11 @@ struct Args {
     /// run nothing: to time or profile an incremental run on a copy of the lake.
     #[arg(long)]
     append: bool,
+    /// Only generate the workload (ROWS providers in Postgres, ROWS provider rows in the
+    /// bucket), replacing what the benchmark's database and bucket held, and run nothing:
+    /// to time or profile a cold run of `etl` itself.
+    #[arg(long, conflicts_with = "append")]
+    generate: bool,
     /// How many times each run (the reference, cold, incremental, nothing new) is timed; the
     /// run of median wall time is shown. Default: 3 up to 2M rows, else 1.
     #[arg(long)]
@@ -110,6 +115,9 @@ fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         bytes as f64 / 1e6
     );
+    if args.generate {
+        return Ok(());
+    }
 
     // The floors.
     let pg_floor = time(|| {
