@@ -49,8 +49,10 @@ pub fn write(
                 "copy (select * from omop.{table}) to {file_lit} \
                  (format parquet, {PARQUET}, row_group_size 122880)"
             ));
-            engine.execute("reset preserve_insertion_order")?;
+            // (the write's own error first: a failed reset must not hide it)
+            let reset = engine.execute("reset preserve_insertion_order");
             written.with_context(|| format!("cannot write {}", file.display()))?;
+            reset?;
         }
         let in_table = engine.query_i64(&format!("select count(*) from omop.{table}"))?;
         let in_file =
