@@ -220,8 +220,10 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
 }
 
 /// Deletes the provider `gone` while inserting `unread` with a cursor value older than any
-/// read, so that it is not read, then runs: the log of the run.
-fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64) -> String {
+/// read, so that it is not read, then runs, and asserts the delete is found: the run reads
+/// `rows_read` rows past the watermark, then reads and compares every key, and only `gone`
+/// is marked deleted.
+fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64, rows_read: i64) {
     t.pg()
         .batch_execute(&format!(
             "delete from provider where provider_id = {gone};
@@ -229,7 +231,15 @@ fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64) -> Stri
              values ({unread}, 'Olga Old', '1000000038', 'OO{unread}', '2020-01-01 00:00:00+00')"
         ))
         .unwrap();
-    stderr(&t.run_ok(&[]))
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains(&format!("raw.pg_provider: 0 new, 0 updated, 1 deleted ({rows_read} rows read since 2026-11-02 09:00:00.000000+00); every key read and compared")),
+        "{log}"
+    );
+    assert_eq!(
+        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
+        table(&gone.to_string())
+    );
 }
 
 /// A row deleted while another is inserted with a cursor value older than the read (so
@@ -239,15 +249,7 @@ fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64) -> Stri
 fn a_delete_hidden_by_an_unread_insert_is_still_found() {
     let t = Tenant::with_sample("hidden_delete");
     t.run_ok(&[]);
-    let log = delete_hidden_by_an_unread_insert(&t, 4, 40);
-    assert!(
-        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (9 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
-        "{log}"
-    );
-    assert_eq!(
-        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
-        table("4")
-    );
+    delete_hidden_by_an_unread_insert(&t, 4, 40, 9);
 }
 
 /// Keys of 64 bits have a digest too (each reduced modulo the prime first, as 32-bit keys
@@ -269,15 +271,7 @@ fn keys_of_64_bits_have_a_digest_too() {
         log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); no key gone"),
         "{log}"
     );
-    let log = delete_hidden_by_an_unread_insert(&t, 5000000000, 6000000000);
-    assert!(
-        log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
-        "{log}"
-    );
-    assert_eq!(
-        t.query("select provider_id from raw.pg_provider where _deleted_at is not null"),
-        table("5000000000")
-    );
+    delete_hidden_by_an_unread_insert(&t, 5000000000, 6000000000, 10);
 }
 
 /// Keys that are not integers have no digest: every key is read and compared each run.
