@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod extensions;
 pub mod inspect;
 pub mod manifest;
 pub mod plan;

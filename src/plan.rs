@@ -41,7 +41,7 @@ pub fn plan(manifest: &Manifest, opts: &RunOptions) -> Result<String> {
                 let source = manifest.source(source).expect("checked by the manifest");
                 let connector = sources::connector(source);
                 let lines = connector
-                    .connect(&probe, &manifest.engine)
+                    .connect(&probe)
                     .and_then(|()| connector.plan(&probe, state.as_ref(), opts.full_refresh))
                     .with_context(|| connector.describe())?;
                 for line in lines {

@@ -374,7 +374,7 @@ pub fn check_on(
         }
         let connector = crate::sources::connector(source);
         if connect {
-            if let Err(err) = connector.connect(engine, &manifest.engine) {
+            if let Err(err) = connector.connect(engine) {
                 log::debug!("mapping of {} not checked: {err:#}", connector.describe());
                 continue;
             }

@@ -618,7 +618,7 @@ impl RunContext<'_> {
             let started = Instant::now();
             let cpu_before = usage().0;
             connector
-                .connect(self.engine, &self.manifest.engine)
+                .connect(self.engine)
                 .with_context(|| connector.describe())?;
             let connected = (started.elapsed().as_secs_f64(), usage().0 - cpu_before);
             extracts.push((step, source, connector, connected));
@@ -701,7 +701,7 @@ pub fn check_connections(manifest: &Manifest) -> Result<Vec<String>> {
         let connector = sources::connector(source);
         let described = connector.describe();
         let result = connector
-            .connect(&engine, &manifest.engine)
+            .connect(&engine)
             .and_then(|()| connector.check(&engine));
         match result {
             Ok(detail) => lines.push(format!("ok      {described}: {detail}")),

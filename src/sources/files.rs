@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{ident, literal, Engine};
-use crate::manifest::{EngineSettings, Layout, OnBadFile};
+use crate::manifest::{Layout, OnBadFile};
 use crate::progress::Progress;
 use crate::sources::{raw_table, Connector, Fetched};
 use crate::staging::Lineage;
@@ -38,10 +38,10 @@ pub trait Store: Sync {
     /// Where the source's files are, for `etl plan`: `s3://b/prefix/`, `/p/`.
     fn location(&self) -> String;
     /// Checks the store can be used (a folder that exists), before anything is read.
-    fn connect(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()>;
+    fn connect(&self, engine: &Engine, name: &str) -> Result<()>;
     /// Lets `engine` read the store's files (a scoped secret, an extension): done when
     /// DuckDB first reads one, so a run with nothing new loads nothing for it.
-    fn open_in(&self, _engine: &Engine, _settings: &EngineSettings, _name: &str) -> Result<()> {
+    fn open_in(&self, _engine: &Engine, _name: &str) -> Result<()> {
         Ok(())
     }
     /// Every file, sorted by key, with a tag that changes when its content does.
@@ -85,18 +85,18 @@ pub struct FileSource<'a> {
     pub name: &'a str,
     pub files: FileSettings,
     pub store: Box<dyn Store + 'a>,
-    /// The engine settings given to `connect`, until the store is opened in the engine
-    /// (`Store::open_in`) when DuckDB first reads one of its files.
-    pub unopened: std::cell::RefCell<Option<EngineSettings>>,
+    /// Connected (`connect`), and not yet opened in the engine (`Store::open_in`), which
+    /// happens when DuckDB first reads one of its files.
+    pub unopened: std::cell::Cell<bool>,
 }
 
 impl FileSource<'_> {
     /// Opens the store in `engine`, once: before DuckDB reads one of its files.
     fn open(&self, engine: &Engine) -> Result<()> {
-        match self.unopened.borrow_mut().take() {
-            Some(settings) => self.store.open_in(engine, &settings, self.name),
-            None => Ok(()),
+        if self.unopened.take() {
+            self.store.open_in(engine, self.name)?;
         }
+        Ok(())
     }
 }
 
@@ -105,9 +105,9 @@ impl Connector for FileSource<'_> {
         format!("source `{}` ({})", self.name, self.store.endpoint())
     }
 
-    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
-        self.store.connect(engine, settings, self.name)?;
-        *self.unopened.borrow_mut() = Some(settings.clone());
+    fn connect(&self, engine: &Engine) -> Result<()> {
+        self.store.connect(engine, self.name)?;
+        self.unopened.set(true);
         Ok(())
     }
 
@@ -939,6 +939,7 @@ fn fetch_object(
                 // Lines that are not UTF-8 and no line that is UTF-8 beyond ASCII: a
                 // Windows-1252 (or Latin-1) export. Read again as such; a line that still
                 // makes no sense is quarantined below, with its line number.
+                engine.load_extension("encodings")?;
                 read_csv(engine, object, Some(WINDOWS_1252), &records)?;
                 log::info!("  {}: not UTF-8, read as {WINDOWS_1252}", object.key);
                 Some(WINDOWS_1252.to_string())
@@ -971,6 +972,9 @@ fn fetch_object(
 /// Fails on an encoding DuckDB's CSV reader does not know, before any file is read: every
 /// file would be rejected for it.
 fn check_encoding(engine: &Engine, source: &str, encoding: &str, staging: &Path) -> Result<()> {
+    if !built_in_encoding(encoding) {
+        engine.load_extension("encodings")?;
+    }
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
     let probe = staging.join("encoding-check.csv");
@@ -1020,6 +1024,15 @@ fn encoding_of(
 
 /// The encoding a CSV that is not UTF-8 is read in, when the manifest names none.
 pub const WINDOWS_1252: &str = "CP1252";
+
+/// Whether DuckDB's CSV reader decodes `encoding` itself; the others are the encodings
+/// extension's.
+fn built_in_encoding(encoding: &str) -> bool {
+    matches!(
+        encoding.to_ascii_lowercase().as_str(),
+        "utf-8" | "utf-16" | "latin-1"
+    )
+}
 
 fn is_utf8(encoding: &str) -> bool {
     matches!(
@@ -1621,7 +1634,7 @@ mod tests {
         fn location(&self) -> String {
             "test://".into()
         }
-        fn connect(&self, _: &Engine, _: &EngineSettings, _: &str) -> Result<()> {
+        fn connect(&self, _: &Engine, _: &str) -> Result<()> {
             Ok(())
         }
         fn list(&self) -> Result<Vec<ObjectInfo>> {

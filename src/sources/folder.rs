@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context, Result};
 
 use crate::engine::Engine;
-use crate::manifest::{EngineSettings, FolderSource};
+use crate::manifest::FolderSource;
 use crate::sources::files::{FileSettings, ObjectInfo, Probe, Store};
 
 /// The folder of a source.
@@ -39,7 +39,7 @@ impl Store for FolderStore<'_> {
         format!("{}/", self.folder.path.display())
     }
 
-    fn connect(&self, _engine: &Engine, _settings: &EngineSettings, _name: &str) -> Result<()> {
+    fn connect(&self, _engine: &Engine, _name: &str) -> Result<()> {
         if self.folder.path.is_dir() {
             Ok(())
         } else {

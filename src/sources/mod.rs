@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::engine::Engine;
-use crate::manifest::{EngineSettings, Source, SourceKind};
+use crate::manifest::{Source, SourceKind};
 use crate::progress::Progress;
 
 /// What every source kind does.
@@ -26,7 +26,7 @@ pub trait Connector {
     fn describe(&self) -> String;
 
     /// Makes the source reachable from `engine` (an attached database, a scoped secret).
-    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()>;
+    fn connect(&self, engine: &Engine) -> Result<()>;
 
     /// Checks the source answers and holds what the manifest names; says what it found.
     fn check(&self, engine: &Engine) -> Result<String>;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{ident, literal, Engine};
-use crate::manifest::{EngineSettings, PostgresSource};
+use crate::manifest::PostgresSource;
 use crate::progress::Progress;
 use crate::retry::Transient;
 use crate::sources::{raw_table, Connector, Fetched};
@@ -33,13 +33,8 @@ fn alias(source: &str) -> String {
 
 /// Attaches the source as `src_<name>`. The password goes into a DuckDB secret, not into
 /// a connection string that an error message could echo.
-fn attach(
-    engine: &Engine,
-    settings: &EngineSettings,
-    name: &str,
-    pg: &PostgresSource,
-) -> Result<()> {
-    engine.load_extension("postgres", settings)?;
+fn attach(engine: &Engine, name: &str, pg: &PostgresSource) -> Result<()> {
+    engine.load_extension("postgres")?;
     let secret = format!("etl_pg_{name}");
     engine.execute(&format!(
         "create or replace temporary secret {secret} (type postgres, host {}, port {}, database {}, user {}, password {})",
@@ -147,8 +142,8 @@ impl Connector for Postgres<'_> {
         format!("source `{}` ({})", self.name, endpoint(self.pg))
     }
 
-    fn connect(&self, engine: &Engine, settings: &EngineSettings) -> Result<()> {
-        attach(engine, settings, self.name, self.pg)
+    fn connect(&self, engine: &Engine) -> Result<()> {
+        attach(engine, self.name, self.pg)
     }
 
     fn check(&self, engine: &Engine) -> Result<String> {

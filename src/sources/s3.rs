@@ -12,7 +12,7 @@ use s3::creds::Credentials;
 use s3::{Bucket, Region};
 
 use crate::engine::{literal, Engine};
-use crate::manifest::{EngineSettings, S3Source, UrlStyle};
+use crate::manifest::{S3Source, UrlStyle};
 use crate::sources::files::{FileSettings, ObjectInfo, Probe, Store};
 
 /// The bucket of a source.
@@ -40,12 +40,12 @@ impl Store for S3Store<'_> {
         format!("s3://{}/{}", self.s3.bucket, self.s3.prefix)
     }
 
-    fn connect(&self, _engine: &Engine, _settings: &EngineSettings, _name: &str) -> Result<()> {
+    fn connect(&self, _engine: &Engine, _name: &str) -> Result<()> {
         Ok(())
     }
 
-    fn open_in(&self, engine: &Engine, settings: &EngineSettings, name: &str) -> Result<()> {
-        create_secret(engine, settings, name, self.s3)
+    fn open_in(&self, engine: &Engine, name: &str) -> Result<()> {
+        create_secret(engine, name, self.s3)
     }
 
     fn list(&self) -> Result<Vec<ObjectInfo>> {
@@ -156,13 +156,8 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 /// Lets DuckDB read the bucket: a secret scoped to it.
-fn create_secret(
-    engine: &Engine,
-    settings: &EngineSettings,
-    name: &str,
-    s3: &S3Source,
-) -> Result<()> {
-    engine.load_extension("httpfs", settings)?;
+fn create_secret(engine: &Engine, name: &str, s3: &S3Source) -> Result<()> {
+    engine.load_extension("httpfs")?;
     let endpoint = s3
         .endpoint
         .trim_start_matches("http://")
