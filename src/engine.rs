@@ -112,6 +112,20 @@ impl Engine {
         Ok(engine)
     }
 
+    /// A second connection to the same database, which sees what this one attached and
+    /// loaded, to run a query beside this one's.
+    pub fn try_clone(&self) -> Result<Engine> {
+        Ok(Engine {
+            conn: self
+                .conn
+                .try_clone()
+                .map_err(|e| anyhow!("{}", self.redactor.redact(&e.to_string())))?,
+            redactor: self.redactor.clone(),
+            verified: self.verified.clone(),
+            extension_dir: self.extension_dir.clone(),
+        })
+    }
+
     /// Every row of a query as text cells, with the column names.
     pub fn query_table(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         let (names, rows) = self.query_with_names(sql)?;

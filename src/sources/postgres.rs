@@ -446,7 +446,7 @@ fn no_key_gone(
     }
     // (narrow only when the keys the lake holds are too)
     let narrow = narrow_type(&read_type) && narrow_type(&type_in(&raw)?);
-    let lake = engine.query_strings(&key_digest(
+    let lake_digest = key_digest(
         key,
         &format!(
             "(select {k} from {raw} where _deleted_at is null \
@@ -454,17 +454,29 @@ fn no_key_gone(
              union all select {k} from {read})"
         ),
         narrow,
-    ))?;
-    let source = engine
-        .query_strings(&format!(
-            "select * from postgres_query({}, {})",
-            literal(&alias(name)),
-            literal(&key_digest(
-                key,
-                &format!("{}.{}", ident(&pg.schema), ident(table)),
-                narrow
-            ))
+    );
+    let source_digest = format!(
+        "select * from postgres_query({}, {})",
+        literal(&alias(name)),
+        literal(&key_digest(
+            key,
+            &format!("{}.{}", ident(&pg.schema), ident(table)),
+            narrow
         ))
+    );
+    // Side by side: Postgres computes its digest while the lake computes its own (on a
+    // second connection to the lake, which sees the same attached source).
+    let other = engine.try_clone()?;
+    let (lake, source) = std::thread::scope(|scope| {
+        let source = scope.spawn(move || other.query_strings(&source_digest));
+        let lake = engine.query_strings(&lake_digest);
+        let source = source
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the digest's thread panicked")));
+        (lake, source)
+    });
+    let lake = lake?;
+    let source = source
         .map_err(|e| classify(pg, e))
         .with_context(|| format!("cannot count the keys of {}.{table}", pg.schema))?;
     log::debug!(
