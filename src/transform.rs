@@ -221,18 +221,28 @@ pub fn run(
     // (lakes of etl 0.1 kept scratch tables in a schema `work`; they are temporary now)
     engine.execute("drop schema if exists work cascade;")?;
     drop_scratch(engine)?;
-    let unchanged = unchanged_since(engine, plan)?;
-    if unchanged.is_none() {
-        // (when nothing changed, the lake holds them as the last transform left them: the
-        // fingerprint covers them)
-        load_vocabularies(engine, &manifest.vocab_dir)?;
-        // the steward decisions, as temporary tables (checked before the run started)
-        let decisions = crate::stewards::read(manifest)?;
-        crate::stewards::load(engine, manifest, &decisions, run_id)?;
-        let macros = sql_files(&manifest.sql_dir.join("macros"))?;
-        for file in &macros {
-            engine.execute_file(file)?;
-        }
+    if let Some(since_run) = unchanged_since(engine, plan)? {
+        // Nothing the models read has changed: every staged and OMOP row is what the last
+        // transform left, and so are the vocabularies, macros and the staging contract's
+        // views (the fingerprint covers the code and the mappings; no raw table is new).
+        // The run's reconciliation is that transform's, checked again against the tables
+        // by the run's checks.
+        log::info!("  nothing changed since the transform of run {since_run}: models not run");
+        engine.execute(&format!(
+            "insert into etl.reconciliation \
+             select getvariable('run_id'), entity, source, rows_read, loaded, merged, quarantined \
+             from etl.reconciliation where run_id = {}",
+            literal(&since_run)
+        ))?;
+        return drop_scratch(engine);
+    }
+    load_vocabularies(engine, &manifest.vocab_dir)?;
+    // the steward decisions, as temporary tables (checked before the run started)
+    let decisions = crate::stewards::read(manifest)?;
+    crate::stewards::load(engine, manifest, &decisions, run_id)?;
+    let macros = sql_files(&manifest.sql_dir.join("macros"))?;
+    for file in &macros {
+        engine.execute_file(file)?;
     }
     // the staging contract: every source's rows in the shape the models read
     crate::staging::create(engine, manifest)?;
@@ -250,19 +260,6 @@ pub fn run(
         trust.join(", "),
         literal(&batch_dir.to_string_lossy())
     ))?;
-    if let Some(since_run) = unchanged {
-        // Nothing the models read has changed: every staged and OMOP row is what the last
-        // transform left. The run's reconciliation is that transform's, checked again
-        // against the tables by the run's checks.
-        log::info!("  nothing changed since the transform of run {since_run}: models not run");
-        engine.execute(&format!(
-            "insert into etl.reconciliation \
-             select getvariable('run_id'), entity, source, rows_read, loaded, merged, quarantined \
-             from etl.reconciliation where run_id = {}",
-            literal(&since_run)
-        ))?;
-        return drop_scratch(engine);
-    }
     if plan.commits {
         // A load this large commits before the transform, so the rows it loaded are not
         // held by one transaction with every batch; the transform state still points
