@@ -2,7 +2,6 @@
 //! OMOP layers and the pipeline's state. Every error leaving here has secrets scrubbed.
 
 use std::path::{Path, PathBuf};
-
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};

@@ -114,7 +114,12 @@ impl Verified {
         let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {path}"))?;
         let before = FileIdentity::of(&path)?;
         conn.execute_batch(&format!("load {}", literal(&path.to_string_lossy())))
-            .with_context(|| format!("{} failed DuckDB's signature check", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} does not load with DuckDB's signature check",
+                    path.display()
+                )
+            })?;
         if FileIdentity::of(&path)? != before {
             bail!("{} changed while its signature was checked", path.display());
         }
@@ -215,7 +220,7 @@ mod tests {
         let err = format!("{:#}", engine.load_extension("httpfs").unwrap_err());
         assert!(
             err.contains(&format!(
-                "{} failed DuckDB's signature check",
+                "{} does not load with DuckDB's signature check",
                 canonical.display()
             )),
             "{err}"
