@@ -175,13 +175,7 @@ impl Engine {
             " set allocator_flush_threshold = '16MB';\
              set allocator_bulk_deallocation_flush_threshold = '16MB';",
         );
-        let ext_dir = extension_directory(settings);
-        if ext_dir.is_dir() {
-            sql.push_str(&format!(
-                " set extension_directory = {};",
-                literal(&ext_dir.to_string_lossy())
-            ));
-        }
+        sql.push_str(&set_extension_directory(&self.extension_dir));
         self.execute(&sql)
             .context("cannot apply the engine settings ([engine] in the manifest)")
     }
@@ -295,6 +289,20 @@ fn value_to_string(value: duckdb::types::Value) -> Option<String> {
         V::Text(s) => s,
         other => format!("{other:?}"),
     })
+}
+
+/// The statement that has DuckDB look for extensions in `dir`, when it is a folder; none
+/// otherwise (DuckDB then looks in its own, `~/.duckdb/extensions`, where `INSTALL` puts
+/// them).
+pub fn set_extension_directory(dir: &Path) -> String {
+    if dir.is_dir() {
+        format!(
+            " set extension_directory = {};",
+            literal(&dir.to_string_lossy())
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// Where extensions are looked for: ETL_EXTENSION_DIR, else the manifest's setting.
