@@ -188,7 +188,9 @@ impl Engine {
                 let mut verified = verified.lock().unwrap_or_else(|e| e.into_inner());
                 let file = match verified.current(name) {
                     Some(file) => Ok(file.to_path_buf()),
-                    None => verified.verify(name, &self.extension_dir),
+                    None => self
+                        .installed_extension(name)
+                        .and_then(|installed| verified.verify(name, &installed)),
                 };
                 file.and_then(|f| self.execute(&format!("load {}", literal(&f.to_string_lossy()))))
             }
@@ -202,6 +204,20 @@ impl Engine {
                 self.extension_dir.display()
             )
         })
+    }
+
+    /// The file DuckDB would load the extension `name` from.
+    fn installed_extension(&self, name: &str) -> Result<PathBuf> {
+        let path: Option<String> = self
+            .conn
+            .query_row(
+                "select install_path from duckdb_extensions() \
+                 where (extension_name = $1 or list_contains(aliases, $1)) and installed",
+                [name],
+                |row| row.get(0),
+            )
+            .ok();
+        path.map(PathBuf::from).context("it is not there")
     }
 
     pub fn execute(&self, sql: &str) -> Result<()> {

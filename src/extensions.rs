@@ -90,28 +90,14 @@ impl Verified {
         (now == entry.identity).then_some(entry.path.as_path())
     }
 
-    /// Verifies the extension `name` found in `extension_dir` (DuckDB's folder layout) with
-    /// DuckDB's signature check, records it, and returns its file.
-    pub fn verify(&mut self, name: &str, extension_dir: &Path) -> Result<PathBuf> {
-        let conn = duckdb::Connection::open_in_memory()?;
-        conn.execute_batch(&format!(
-            "set autoinstall_known_extensions = false; set autoload_known_extensions = false; \
-             set extension_directory = {};",
-            literal(&extension_dir.to_string_lossy())
-        ))?;
-        let path: Option<String> = conn
-            .query_row(
-                "select install_path from duckdb_extensions() \
-                 where (extension_name = $1 or list_contains(aliases, $1)) and installed",
-                [name],
-                |row| row.get(0),
-            )
-            .ok();
-        let Some(path) = path else {
-            bail!("it is not there");
-        };
+    /// Verifies the file `installed` of the extension `name` (where the lake's DuckDB would
+    /// load it from) with DuckDB's signature check, in a throwaway DuckDB; records it, and
+    /// returns the file.
+    pub fn verify(&mut self, name: &str, installed: &Path) -> Result<PathBuf> {
         // (the same file whatever the folder a run starts in)
-        let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {path}"))?;
+        let path = std::fs::canonicalize(installed)
+            .with_context(|| format!("cannot read {}", installed.display()))?;
+        let conn = duckdb::Connection::open_in_memory()?;
         let before = FileIdentity::of(&path)?;
         conn.execute_batch(&format!("load {}", literal(&path.to_string_lossy())))
             .with_context(|| {
@@ -229,6 +215,29 @@ mod tests {
         // ... and its record is not one of the file as it is now
         let record = Verified::read(&dir.path().join("verified-extensions.json"));
         assert_eq!(record.current("httpfs"), None);
+    }
+
+    #[test]
+    fn without_the_extension_folder_duckdbs_own_is_verified_and_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let (_, file) = extension_copy(&home.join(".duckdb"));
+        let settings = test_settings(&dir.path().join("no-such-folder"));
+        let engine = Engine::open(
+            &dir.path().join("lake.duckdb"),
+            &settings,
+            Redactor::default(),
+        )
+        .unwrap();
+        // (DuckDB's home, `~`, as this test's)
+        engine
+            .execute(&format!("set home_directory = '{}'", home.display()))
+            .unwrap();
+        engine.load_extension("httpfs").unwrap();
+        assert!(loaded(&engine, "httpfs"));
+        let record = Verified::read(&dir.path().join("verified-extensions.json"));
+        let canonical = std::fs::canonicalize(&file).unwrap();
+        assert_eq!(record.current("httpfs"), Some(canonical.as_path()));
     }
 
     #[test]
