@@ -570,3 +570,32 @@ fn mem_total() -> String {
             format!("{:.0} GiB memory", kb / 1024.0 / 1024.0)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_run_of_median_wall_time_is_shown_with_the_range() {
+        let runs = vec![("slow", 3.0), ("fast", 1.0), ("middle", 2.0)];
+        let (run, range) = median(runs, |r| r.1);
+        assert_eq!(run.0, "middle");
+        assert_eq!((range.runs, range.low, range.high), (3, 1.0, 3.0));
+        assert_eq!(range.describe(), " (median of 3: 1.00 to 3.00 s)");
+    }
+
+    #[test]
+    fn of_an_even_number_of_runs_the_lower_middle_one_is_shown() {
+        let runs = vec![("d", 4.0), ("a", 1.0), ("c", 3.0), ("b", 2.0)];
+        let (run, range) = median(runs, |r| r.1);
+        assert_eq!(run.0, "b");
+        assert_eq!((range.low, range.high), (1.0, 4.0));
+    }
+
+    #[test]
+    fn a_single_run_is_shown_without_a_range() {
+        let (run, range) = median(vec![("only", 5.0)], |r| r.1);
+        assert_eq!(run.0, "only");
+        assert_eq!(range.describe(), "");
+    }
+}
