@@ -357,7 +357,8 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result
         .with_context(|| format!("cannot read SQL file {}", model.display()))?;
     let materialization = Materialization::declared_in(model, &sql)?;
     let run = |sql: &str, failed: &dyn Fn() -> String| -> Result<()> {
-        let parts = if commits {
+        // statement by statement when committing, or to time each one in the trace log
+        let parts = if commits || log::log_enabled!(log::Level::Trace) {
             statements(sql)
         } else {
             vec![sql.to_string()]
