@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::engine::{literal, Engine};
 
 /// Writes each table to `<outputs>/runs/<run_id>/<table>.parquet` and checks that every
-/// row arrived. Returns the folder and the rows per table.
+/// row arrived. Returns the folder and the rows per table; a failed write removes the folder.
 pub fn write(
     engine: &Engine,
     outputs: &Path,
@@ -21,6 +21,25 @@ pub fn write(
 ) -> Result<(PathBuf, Vec<(String, i64)>)> {
     let dir = outputs.join("runs").join(run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match write_into(engine, outputs, &dir, tables) {
+        Ok(counts) => Ok((dir, counts)),
+        Err(err) => {
+            // a folder never made current: what it holds so far goes with the failed run
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                log::warn!("cannot remove {}: {e}", dir.display());
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Writes each table, and the key maps, into the run's folder `dir`.
+fn write_into(
+    engine: &Engine,
+    outputs: &Path,
+    dir: &Path,
+    tables: &[String],
+) -> Result<Vec<(String, i64)>> {
     let mut counts = Vec::new();
     let current = current_run(outputs);
     for table in tables {
@@ -65,8 +84,8 @@ pub fn write(
         }
         counts.push((table.clone(), in_file));
     }
-    write_key_maps(engine, &dir, current.as_ref())?;
-    Ok((dir, counts))
+    write_key_maps(engine, dir, current.as_ref())?;
+    Ok(counts)
 }
 
 /// The tables that keep ids durable: every key a provider or care site was ever known by

@@ -1350,6 +1350,32 @@ fn an_sql_error_in_a_model_rolls_the_whole_run_back() {
     );
 }
 
+/// A Parquet write that fails midway (here a value that cannot be computed, failing as a
+/// full disk would, after care_site.parquet is written into the run's folder) rolls the run
+/// back and removes the folder; `current` keeps the last good run.
+#[test]
+fn a_failed_write_of_the_published_parquet_rolls_the_whole_run_back() {
+    fails_inside_the_transaction(
+        "failing_publish",
+        |sql| {
+            let model = sql.join("models/staged/reconciliation.sql");
+            let mut text = std::fs::read_to_string(&model).unwrap();
+            // omop.provider as the checks read it (its rows and columns), but a view whose
+            // every row fails once a file is written from all its columns
+            text.push_str(
+                "\ncreate table omop.provider_kept as select * from omop.provider;\n\
+                 drop table omop.provider;\n\
+                 create view omop.provider as\n\
+                 select *, error('planted write failure: no space left on device') as boom\n\
+                 from omop.provider_kept;\n",
+            );
+            std::fs::write(model, text).unwrap();
+        },
+        "/provider.parquet: Invalid Input Error: planted write failure",
+        "publish",
+    );
+}
+
 /// The key maps keep no index: a model that would give a key two ids is stopped before it
 /// writes, by the check in staged/provider_keys.sql, and the run rolls back.
 #[test]
