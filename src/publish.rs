@@ -312,8 +312,15 @@ pub fn make_current(outputs: &Path, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `current` points to `run_dir`.
+pub fn is_current(outputs: &Path, run_dir: &Path) -> bool {
+    std::fs::read_link(outputs.join("current")).is_ok_and(|c| outputs.join(c) == run_dir)
+}
+
 /// Keeps the current folder and the newest `keep` others that a successful run published;
-/// removes the rest, including folders left by runs that failed or were killed.
+/// removes the rest, including folders left by runs that failed or were killed. Only
+/// folders: a file someone put among them is left alone. A folder that cannot be removed
+/// does not stop the others; the error names every one.
 pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
     let current = std::fs::read_link(outputs.join("current"))
         .ok()
@@ -322,10 +329,15 @@ pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(());
     };
-    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
     dirs.sort();
     dirs.reverse();
     let mut kept = 0;
+    let mut failed = Vec::new();
     for dir in dirs {
         if current.as_ref() == Some(&dir) {
             continue;
@@ -339,8 +351,36 @@ pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
             kept += 1;
             continue;
         }
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            failed.push(format!("cannot remove {}: {e}", dir.display()));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_current, make_current};
+
+    #[test]
+    fn the_folder_current_points_to_is_current_and_no_other() {
+        let outputs = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            outputs.path().join("runs/20260101T000000.000000Z"),
+            outputs.path().join("runs/20260102T000000.000000Z"),
+        );
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        assert!(!is_current(outputs.path(), &a), "no current yet");
+        make_current(outputs.path(), &a).unwrap();
+        assert!(is_current(outputs.path(), &a));
+        assert!(!is_current(outputs.path(), &b));
+        make_current(outputs.path(), &b).unwrap();
+        assert!(is_current(outputs.path(), &b));
+        assert!(!is_current(outputs.path(), &a));
+    }
 }

@@ -1430,6 +1430,34 @@ fn old_output_folders_are_pruned_to_keep_outputs() {
     );
 }
 
+/// Pruning comes after the outputs are published and the lake has committed: what it
+/// cannot or should not remove never fails the run, nor takes the new outputs with it. A
+/// file someone left among the run folders is not a run folder: it stays.
+#[test]
+fn a_stray_file_among_the_output_folders_is_left_alone() {
+    let t = Tenant::with_sample("prune_stray");
+    t.run_ok(&[]);
+    let stray = t.lake().join("omop/runs/notes.txt");
+    std::fs::write(&stray, "kept by hand").unwrap();
+    change_sources(&t);
+    let log = stderr(&t.run_ok(&[]));
+    let run = t.query("select max(run_id) from etl.runs")[0][0].clone();
+    assert_eq!(
+        current_target(&t),
+        std::path::PathBuf::from(format!("runs/{run}"))
+    );
+    assert!(
+        t.lake().join("omop/current/provider.parquet").is_file(),
+        "the new outputs are there"
+    );
+    assert_eq!(std::fs::read_to_string(&stray).unwrap(), "kept by hand");
+    assert!(!log.contains("cannot remove"), "{log}");
+    assert_eq!(
+        t.query("select status from etl.runs order by started_at"),
+        table("succeeded\nsucceeded")
+    );
+}
+
 /// The inode of a table's file in the current output folder.
 fn current_inode(t: &Tenant, table: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;

@@ -377,7 +377,10 @@ pub fn run(manifest: &Manifest, opts: &RunOptions) -> Result<RunReport> {
         }
         Err(err) => {
             let _ = engine.execute("rollback");
-            if let Some(dir) = &run_dir {
+            // (never the folder `current` points to: a run that failed after making its
+            // folder current has published it)
+            if let Some(dir) = run_dir.filter(|d| !publish::is_current(&manifest.outputs_dir(), d))
+            {
                 let _ = std::fs::remove_dir_all(dir);
             }
             let message = engine.redactor().redact(&format!("{err:#}"));
@@ -532,15 +535,23 @@ impl RunContext<'_> {
         if let Some(dir) = &self.run_dir {
             let outputs = self.manifest.outputs_dir();
             publish::make_current(&outputs, dir)?;
-            let succeeded: Vec<String> = self
-                .engine
-                .query_strings("select run_id from etl.runs where status = 'succeeded'")?
-                .into_iter()
-                .filter_map(|r| r[0].clone())
-                .chain(std::iter::once(self.run_id.to_string()))
-                .collect();
-            publish::prune(&outputs, self.manifest.engine.keep_outputs, &succeeded)?;
             log::info!("published {}", outputs.join("current").display());
+            // The run has published: a folder pruning cannot remove stays until a later run
+            // can, and never fails this one.
+            let pruned = self
+                .engine
+                .query_strings("select run_id from etl.runs where status = 'succeeded'")
+                .and_then(|rows| {
+                    let succeeded: Vec<String> = rows
+                        .into_iter()
+                        .filter_map(|r| r[0].clone())
+                        .chain(std::iter::once(self.run_id.to_string()))
+                        .collect();
+                    publish::prune(&outputs, self.manifest.engine.keep_outputs, &succeeded)
+                });
+            if let Err(err) = pruned {
+                log::warn!("old output folders not pruned: {err:#}");
+            }
         }
         Ok(())
     }
