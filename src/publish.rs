@@ -322,9 +322,6 @@ pub fn is_current(outputs: &Path, run_dir: &Path) -> bool {
 /// folders: a file someone put among them is left alone. A folder that cannot be removed
 /// does not stop the others; the error names every one.
 pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
-    let current = std::fs::read_link(outputs.join("current"))
-        .ok()
-        .map(|c| outputs.join(c));
     let runs = outputs.join("runs");
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(());
@@ -339,7 +336,7 @@ pub fn prune(outputs: &Path, keep: usize, succeeded: &[String]) -> Result<()> {
     let mut kept = 0;
     let mut failed = Vec::new();
     for dir in dirs {
-        if current.as_ref() == Some(&dir) {
+        if is_current(outputs, &dir) {
             continue;
         }
         let name = dir
