@@ -992,7 +992,9 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
 
 /// A key keeps its id for good, even once its rows are another provider's. When a provider
 /// is then known by such a key alone, the id stays with the provider whose own key it is,
-/// when that one is not recomputed: the other gets a new id, and no provider is lost.
+/// when that one is not recomputed: the other gets a new id, and no provider is lost. A
+/// source id's key (`sid:`) is not the cluster key its rows make without an NPI (`src:`),
+/// so that new id is recorded under its own key and kept, however often it is recomputed.
 #[test]
 fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     let t = Tenant::with_sample("held_elsewhere");
@@ -1004,13 +1006,14 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     t.run_ok(&[]);
     let helen = t.query("select provider_id from omop.provider where npi = '1777777776'");
     assert_eq!(helen.len(), 1);
+    let keys_of = |id: &str| {
+        t.query(&format!(
+            "select key from etl.provider_keys where provider_id = {id} order by key"
+        ))
+    };
     assert_eq!(
-        t.query("select key, provider_id from etl.provider_keys where provider_id = (select provider_id from omop.provider where npi = '1777777776') order by key"),
-        vec![
-            vec!["npi:1777777776".to_string(), helen[0][0].clone()],
-            vec!["src:HE1".to_string(), helen[0][0].clone()],
-            vec!["src:HE2".to_string(), helen[0][0].clone()],
-        ]
+        keys_of(&helen[0][0]),
+        table("npi:1777777776\nsid:HE1\nsid:HE2")
     );
     // HE1's row gets another NPI: another provider, with a new id
     set("update provider set npi = '1888888884', updated_at = '2026-11-22 12:00:00+00' where provider_id = 101;");
@@ -1023,28 +1026,84 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     set("update provider set npi = null, updated_at = '2026-11-23 12:00:00+00' where provider_id = 101;");
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("raw.pg_provider: 0 new, 1 updated"), "{log}");
-    let after = t.query(
-        "select provider_source_value, provider_id from omop.provider \
-         where provider_name = 'Helen Elsewhere' order by 1",
-    );
+    let helens = "select provider_source_value, provider_id from omop.provider \
+                  where provider_name = 'Helen Elsewhere' order by 1";
+    let after = t.query(helens);
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after[1], vec!["HE2".to_string(), helen[0][0].clone()]);
     assert_eq!(after[0][0], "HE1");
     assert_ne!(after[0][1], helen[0][0], "{after:?}");
-    // that new id has no key of its own to keep it: a provider new after it still gets
-    // another, and every provider stays
-    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+    assert_ne!(after[0][1], other[0][0], "{after:?}");
+    // the new id is recorded under the provider's own key, and Helen's keys are as they were
+    assert_eq!(keys_of(&after[0][1]), table("src:HE1"));
+    assert_eq!(
+        keys_of(&helen[0][0]),
+        table("npi:1777777776\nsid:HE1\nsid:HE2")
+    );
+    // so it keeps that id when it is recomputed alone, and a provider new after it gets
+    // another
+    set("update provider set specialty_source_value = 'Neurology', updated_at = '2026-11-24 12:00:00+00' where provider_id = 101;
+         insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (103, 'Ivan Later', '1999999992', 1, 'IL1', 'Cardiology', '2026-11-24 12:00:00+00');");
-    t.run_ok(&[]);
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("raw.pg_provider: 1 new, 1 updated"), "{log}");
     let ivan = t.query("select provider_id from omop.provider where provider_name = 'Ivan Later'");
     assert_eq!(ivan.len(), 1);
     assert_ne!(ivan[0][0], after[0][1]);
+    assert_eq!(t.query(helens), after);
+    // and when every provider is computed again
+    let every_id = "select provider_id, provider_source_value from omop.provider order by 1";
+    let ids = t.query(every_id);
+    let reset = t.etl(&["state", &t.manifest_arg(), "--reset", "transform"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("full recompute"), "{log}");
+    assert_eq!(t.query(every_id), ids);
+}
+
+/// A provider first seen without an NPI is known by its source id (`src:`); when the NPI
+/// arrives, its source id is looked up as that key and the provider keeps its id. A lake
+/// made before `sid:` keys recorded a source id's key as `src:`, found the same way.
+#[test]
+fn a_provider_keeps_its_id_when_its_npi_arrives() {
+    let t = Tenant::with_sample("npi_arrives");
+    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
+    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+         (201, 'Nora Later', null, 1, 'NL1', 'Cardiology', '2026-11-21 12:00:00+00'),
+         (202, 'Olga Older', '1555555550', 1, 'OO1', 'Cardiology', '2026-11-21 12:00:00+00');");
+    t.run_ok(&[]);
+    let id_of = |name: &str| {
+        t.query(&format!(
+            "select provider_id from omop.provider where provider_name = '{name}'"
+        ))
+    };
+    let keys_of = |name: &str| {
+        t.query(&format!(
+            "select key from etl.provider_keys where provider_id = \
+             (select provider_id from omop.provider where provider_name = '{name}') order by key"
+        ))
+    };
+    let (nora, olga) = (id_of("Nora Later"), id_of("Olga Older"));
+    assert_eq!(nora.len(), 1);
+    assert_eq!(keys_of("Nora Later"), table("src:NL1"));
+    assert_eq!(keys_of("Olga Older"), table("npi:1555555550\nsid:OO1"));
+    // Olga's source id key as a lake made before `sid:` keys has it
+    lake_connection(&t)
+        .execute_batch("update etl.provider_keys set key = 'src:OO1' where key = 'sid:OO1'")
+        .unwrap();
+    set("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
+         update provider set npi = '1777777776', updated_at = '2026-11-22 12:00:00+00' where provider_id = 202;");
+    let log = stderr(&t.run_ok(&[]));
+    assert!(log.contains("raw.pg_provider: 0 new, 2 updated"), "{log}");
+    assert_eq!(id_of("Nora Later"), nora);
+    assert_eq!(id_of("Olga Older"), olga);
     assert_eq!(
-        t.query(
-            "select provider_source_value, provider_id from omop.provider \
-             where provider_name = 'Helen Elsewhere' order by 1"
-        ),
-        after
+        keys_of("Nora Later"),
+        table("npi:1666666668\nsid:NL1\nsrc:NL1")
+    );
+    assert_eq!(
+        keys_of("Olga Older"),
+        table("npi:1555555550\nnpi:1777777776\nsid:OO1\nsrc:OO1")
     );
 }
 
@@ -1538,7 +1597,7 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     );
     assert_eq!(
         t.query(
-            "select count(*) from etl.provider_keys where key in ('npi:1999999990', 'src:NEW90')"
+            "select count(*) from etl.provider_keys where key in ('npi:1999999990', 'sid:NEW90')"
         ),
         table("2")
     );

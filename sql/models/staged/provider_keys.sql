@@ -1,5 +1,9 @@
--- Surrogate ids. Every key a provider is known by (its cluster key, and each source id that
--- points at it alone) maps to its id; a known key keeps its id, new providers get the next.
+-- Surrogate ids. Every key a provider is known by maps to its id: its cluster key ('npi:…',
+-- or 'src:<source id>' for rows without an NPI), and 'sid:<source id>' for each source id
+-- that points at it alone. The two are apart: a source id's key made while the id pointed
+-- at one provider never gives that provider's id to the provider its rows make later
+-- without an NPI (whose own key, 'src:…', then keeps the id it gets). A known key keeps
+-- its id, new providers get the next.
 
 -- The affected providers' keys.
 create or replace temp table provider_cluster_keys as
@@ -22,19 +26,31 @@ select cluster_key, cluster_key as key
 from temp.clusters
 where provider_name is not null
 union all
--- (one row per source id, none a cluster key's own row above: no distinct over every key
--- is needed; 1M providers, 1.13 s to 0.69 s)
-select ids.cluster_key, 'src:' || ids.source_id
+-- (one row per source id, none a cluster key's own row above, whose keys are never 'sid:':
+-- no distinct over every key is needed; 1M providers, 1.13 s to 0.69 s. None for the
+-- source id a provider without an NPI is keyed by: its cluster key is that id's 'src:'.)
+select ids.cluster_key, 'sid:' || ids.source_id
 from unique_source_ids as ids
 join temp.clusters as c on c.cluster_key = ids.cluster_key
 where c.provider_name is not null
   and 'src:' || ids.source_id <> ids.cluster_key;
 
--- The ids those keys already have; `own` when the key is its provider's cluster key.
+-- The ids those keys already have; `own` when the key is its provider's cluster key. A
+-- source id's 'sid:' key is also looked up as 'src:': the cluster key its rows had without
+-- an NPI (so a provider first seen without one keeps its id when the NPI arrives), and the
+-- text a source id's key had in lakes made before 'sid:' keys. That key is only looked up:
+-- the keys recorded are those of temp.provider_cluster_keys.
 create or replace temp table key_claims as
-select ck.cluster_key, ck.key, k.provider_id, (k.key = ck.cluster_key) as own
-from temp.provider_cluster_keys as ck
-join etl.provider_keys as k on k.key = ck.key;
+select ck.cluster_key, k.key, k.provider_id, (k.key = ck.cluster_key) as own
+from (
+    select cluster_key, key as lookup from temp.provider_cluster_keys
+    union all
+    select cluster_key, 'src:' || ids.source_id
+    from (select cluster_key, substr(key, 5) as source_id
+          from temp.provider_cluster_keys where starts_with(key, 'sid:')) as ids
+    where 'src:' || ids.source_id <> ids.cluster_key
+) as ck
+join etl.provider_keys as k on k.key = ck.lookup;
 
 -- (none on a first load, batch after batch: then no id can be held elsewhere, and the key
 -- map is not joined with every provider to find out; the ids of a 10M first load in 11
@@ -124,8 +140,9 @@ select key, provider_id, first_run_id from temp.new_provider_keys;
 
 -- The ids of the affected providers' cluster keys, for the models after this one (row
 -- status, omop.provider): each its id just assigned. A cluster key the map already holds
--- may have another provider's id: a source id's key ('src:…') made when the id pointed at
--- that provider alone, and this provider's cluster key now that its rows have no NPI.
+-- may have another provider's id: in a lake made before 'sid:' keys, a source id's key
+-- ('src:…') made when the id pointed at that provider alone, and this provider's cluster
+-- key now that its rows have no NPI.
 -- The affected providers given none (no name) keep their key's id in the map, which grows
 -- with every batch of a full recompute and is read once per batch here rather than by
 -- each model after.
