@@ -268,6 +268,50 @@ fn an_image_under_a_json_name_is_rejected_and_the_others_load() {
     assert_sample_outputs(&t);
 }
 
+/// JSON objects are read beside the CSV files' scan: each object's rows, rejection and
+/// ledger line stay its own, whatever order they are read in.
+#[test]
+fn several_json_objects_each_keep_their_own_rows_and_outcome() {
+    let t = Tenant::with_sample("several_json");
+    let fixture = |name: &str| std::fs::read(repo().join("fixtures/files").join(name)).unwrap();
+    let keys = [
+        "providers/2026-11-29/a.ndjson",
+        "providers/2026-11-29/b.json",
+        "providers/2026-11-29/c.json",
+    ];
+    t.put(keys[0], &fixture("lines.ndjson"));
+    t.put(keys[1], &fixture("png_named.json"));
+    t.put(keys[2], &fixture("array.json"));
+    let log = stderr(&t.run_ok(&[]));
+    assert_eq!(
+        raw(&t, keys[0])
+            .iter()
+            .map(|r| r[1].as_str())
+            .collect::<Vec<_>>(),
+        ["Nd One", "Nd Two"]
+    );
+    assert!(raw(&t, keys[1]).is_empty());
+    assert_eq!(
+        raw(&t, keys[2])
+            .iter()
+            .map(|r| (r[1].as_str(), r[3].as_str()))
+            .collect::<Vec<_>>(),
+        [("Arr One", "1007001120"), ("Arr Two", "1007001138")]
+    );
+    assert_eq!(ledger(&t, keys[0])[0][..3], row(&["loaded", "2", "0"]));
+    assert_eq!(ledger(&t, keys[2])[0][..3], row(&["loaded", "2", "0"]));
+    let bad = ledger(&t, keys[1]);
+    assert_eq!(bad[0][0], "rejected");
+    assert!(
+        bad[0][3].contains(&format!("in file \"s3://{}/{}\"", t.bucket, keys[1])),
+        "{bad:?}"
+    );
+    assert!(
+        log.contains(&format!("{}: rejected, the other files go on", keys[1])),
+        "{log}"
+    );
+}
+
 #[test]
 fn one_npi_under_two_surnames_is_merged_and_flagged() {
     let (t, key, _) = run_with("name_conflict.csv");

@@ -526,7 +526,8 @@ pub struct Staging {
 /// CSV objects with the same header are read together, in one scan (`read_group`); an
 /// object of such a scan with a line the reader could not parse, and every object of a
 /// scan that failed, is read again on its own (`fetch_object`), which detects its encoding
-/// and keeps its unparsable lines, and rejects it alone when it is bad.
+/// and keeps its unparsable lines, and rejects it alone when it is bad. JSON objects read
+/// from their local copies are read one by one on a second connection beside those scans.
 fn fetch(
     engine: &Engine,
     source: &FileSource,
@@ -600,33 +601,40 @@ fn fetch(
             by_header.entry(header.clone()).or_default().push(i);
         }
     }
-    for (n, members) in by_header.into_values().filter(|m| m.len() > 1).enumerate() {
-        let group: Vec<&ObjectInfo> = members.iter().map(|&i| &reads[i].read).collect();
-        log::debug!(
-            "  reading {} objects with one header in one scan, from {}",
-            group.len(),
-            group[0].key
-        );
-        match read_group(engine, &group, files, name, n) {
-            Ok(parts) => {
-                for ((&i, object), part) in members.iter().zip(&group).zip(parts) {
-                    if let Some(part) = part {
-                        bar.inc(1);
-                        log::debug!("  fetched {} with {} others", object.key, group.len() - 1);
-                        states[i] = Some(part);
-                    }
-                }
-            }
-            Err(err) => {
-                let reason = members
-                    .iter()
-                    .fold(format!("{err:#}"), |e, &i| reads[i].named(&e));
-                log::info!(
-                    "  {} objects with one header could not be read together, reading each alone: {reason}",
-                    group.len()
-                )
-            }
-        }
+    // JSON objects with a local copy are read on a second connection while the CSV scans run
+    // on this one: DuckDB reads a JSON file on about one core. (An object read where it is
+    // uses what `open` set on this connection: it is read below.)
+    let beside: Vec<usize> = (0..reads.len())
+        .filter(|&i| {
+            let read = &reads[i];
+            read.url.is_some()
+                && to_read(&read.read)
+                && format_of(&read.read.key) == Some(Format::Json)
+        })
+        .collect();
+    let (groups, mut beside) = if beside.is_empty() {
+        let groups = read_groups(engine, by_header, &reads, files, name);
+        (groups, HashMap::new())
+    } else {
+        let other = engine.try_clone()?;
+        let (indices, all) = (&beside, &reads);
+        std::thread::scope(|scope| {
+            let side = scope.spawn(move || {
+                let read = |&i: &usize| {
+                    let fetched =
+                        fetch_object(&other, &all[i].read, Format::Json, files, staging, i);
+                    (i, fetched)
+                };
+                indices.iter().map(read).collect::<HashMap<_, _>>()
+            });
+            let groups = read_groups(engine, by_header, all, files, name);
+            let side = side.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (groups, side)
+        })
+    };
+    for (i, part) in groups {
+        bar.inc(1);
+        states[i] = Some(part);
     }
     let mut fetched = Staging {
         listed: chosen.listed,
@@ -640,7 +648,11 @@ fn fetch(
                 bar.inc(1);
                 let format = format_of(&object.key).expect("unknown types were rejected above");
                 let read = &reads[i];
-                match fetch_object(engine, &read.read, format, files, staging, i) {
+                let result = match beside.remove(&i) {
+                    Some(result) => result,
+                    None => fetch_object(engine, &read.read, format, files, staging, i),
+                };
+                match result {
                     Ok(state) => {
                         log::debug!("  fetched {} ({} bytes)", object.key, object.size);
                         state
@@ -672,6 +684,47 @@ fn fetch(
     // (every object is read now: the copies' disk space is given back before the load)
     let _ = std::fs::remove_dir_all(staging.join("objects"));
     Ok(fetched)
+}
+
+/// Reads each group of CSV objects of one header in one scan (`read_group`): each object
+/// read so, with its part of the scan. An object with a line the reader could not parse, and
+/// every object of a scan that failed, is left out, to be read alone.
+fn read_groups(
+    engine: &Engine,
+    by_header: BTreeMap<Vec<u8>, Vec<usize>>,
+    reads: &[Read],
+    files: &FileSettings,
+    name: &str,
+) -> Vec<(usize, Staged)> {
+    let mut staged = Vec::new();
+    for (n, members) in by_header.into_values().filter(|m| m.len() > 1).enumerate() {
+        let group: Vec<&ObjectInfo> = members.iter().map(|&i| &reads[i].read).collect();
+        log::debug!(
+            "  reading {} objects with one header in one scan, from {}",
+            group.len(),
+            group[0].key
+        );
+        match read_group(engine, &group, files, name, n) {
+            Ok(parts) => {
+                for ((&i, object), part) in members.iter().zip(&group).zip(parts) {
+                    if let Some(part) = part {
+                        log::debug!("  fetched {} with {} others", object.key, group.len() - 1);
+                        staged.push((i, part));
+                    }
+                }
+            }
+            Err(err) => {
+                let reason = members
+                    .iter()
+                    .fold(format!("{err:#}"), |e, &i| reads[i].named(&e));
+                log::info!(
+                    "  {} objects with one header could not be read together, reading each alone: {reason}",
+                    group.len()
+                )
+            }
+        }
+    }
+    staged
 }
 
 /// An object as it is read: from its local copy, if any (then `read.url` is the copy's
