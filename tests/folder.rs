@@ -110,6 +110,43 @@ fn a_folder_source_gives_what_the_bucket_gives_and_reads_only_what_changed() {
     );
 }
 
+/// A folder's JSON files are read beside the CSV files' scan, as a bucket's copies are:
+/// each keeps its own rows and outcome, and a bad one is named by its path.
+#[test]
+fn a_folder_s_json_files_each_keep_their_own_rows_and_outcome() {
+    let (t, drop) = folder_tenant("folder_json");
+    let fixture = |name: &str| std::fs::read(repo().join("fixtures/files").join(name)).unwrap();
+    std::fs::write(drop.join("providers/a.ndjson"), fixture("lines.ndjson")).unwrap();
+    std::fs::write(drop.join("providers/b.json"), fixture("png_named.json")).unwrap();
+    let log = stderr(&t.run_ok(&[]));
+    assert!(
+        log.contains("5 objects listed: 4 new or changed read, 0 unchanged skipped, 1 rejected"),
+        "{log}"
+    );
+    assert_eq!(
+        t.query(
+            "select object_key, status, rows from etl.file_ledger where status = 'loaded' order by 1"
+        ),
+        table(
+            "providers/2026-11-27/providers.csv | loaded | 15
+             providers/2026-11-28/providers.csv | loaded | 3
+             providers/2026-11-28/providers.json | loaded | 3
+             providers/a.ndjson | loaded | 2"
+        )
+    );
+    assert_eq!(
+        t.query(
+            "select \"ProviderName\" from raw.files_provider where _object_key = 'providers/a.ndjson' order by _row"
+        ),
+        table("Nd One\nNd Two")
+    );
+    let error = t.query("select error from etl.file_ledger where object_key = 'providers/b.json'");
+    assert!(
+        error[0][0].contains(&drop.join("providers/b.json").display().to_string()),
+        "{error:?}"
+    );
+}
+
 #[test]
 fn a_file_still_being_written_is_left_for_the_next_run() {
     let (t, drop) = folder_tenant("folder_midwrite");

@@ -58,6 +58,11 @@ pub trait Store: Sync {
     fn download(&self, _object: &ObjectInfo, _to: &Path) -> Result<bool> {
         Ok(false)
     }
+    /// Whether DuckDB reads the store's files as local paths, with nothing `open_in` sets
+    /// (a folder): then any connection may read them.
+    fn local(&self) -> bool {
+        false
+    }
 }
 
 /// How a source's files become rows: the raw table, the columns expected, what a bad file
@@ -527,7 +532,8 @@ pub struct Staging {
 /// object of such a scan with a line the reader could not parse, and every object of a
 /// scan that failed, is read again on its own (`fetch_object`), which detects its encoding
 /// and keeps its unparsable lines, and rejects it alone when it is bad. JSON objects read
-/// from their local copies are read one by one on a second connection beside those scans.
+/// from local files (a copy, a folder's) are read one by one on a second connection beside
+/// those scans.
 fn fetch(
     engine: &Engine,
     source: &FileSource,
@@ -601,13 +607,13 @@ fn fetch(
             by_header.entry(header.clone()).or_default().push(i);
         }
     }
-    // JSON objects with a local copy are read on a second connection while the CSV scans run
-    // on this one: DuckDB reads a JSON file on about one core. (An object read where it is
-    // uses what `open` set on this connection: it is read below.)
+    // JSON objects read from local files are read on a second connection while the CSV
+    // scans run on this one: DuckDB reads a JSON file on about one core. (An object read
+    // from a bucket uses what `open` set on this connection: it is read below.)
     let beside: Vec<usize> = (0..reads.len())
         .filter(|&i| {
             let read = &reads[i];
-            read.url.is_some()
+            (read.url.is_some() || store.local())
                 && to_read(&read.read)
                 && format_of(&read.read.key) == Some(Format::Json)
         })

@@ -39,6 +39,10 @@ impl Store for FolderStore<'_> {
         format!("{}/", self.folder.path.display())
     }
 
+    fn local(&self) -> bool {
+        true
+    }
+
     fn connect(&self, _engine: &Engine, _name: &str) -> Result<()> {
         if self.folder.path.is_dir() {
             Ok(())
