@@ -1941,3 +1941,70 @@ fn key_maps_are_published_in_parts_each_run_writing_only_its_new_keys() {
     assert_ne!(inode(&t, "provider_keys.parquet"), base);
     assert_eq!(published(&t), in_lake(&t));
 }
+
+/// A provider first seen without an NPI, then with one shared with another source id, then
+/// without again: its `src:` key has the other provider's id, so it gets an id no key
+/// records. Recomputed alone after that, and deleted at the source, it is found by the ids
+/// its rows were published under: its old row never stays beside its new one (the run
+/// would fail reconciliation, and every run after it), and the other provider's row is
+/// never the one removed.
+#[test]
+fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
+    let t = Tenant::with_sample("keys_elsewhere");
+    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
+    let noras = "select provider_source_value, provider_id from omop.provider \
+                 where provider_name = 'Nora Later' order by 1";
+    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+         (201, 'Nora Later', null, 1, 'NL1', 'Cardiology', '2026-11-21 12:00:00+00');");
+    t.run_ok(&[]);
+    // the NPI arrives, and a second source id sends it: one provider
+    set("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
+         insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+         (202, 'Nora Later', '1666666668', 1, 'NL2', 'Cardiology', '2026-11-22 12:00:00+00');");
+    t.run_ok(&[]);
+    let nora = t.query(noras);
+    assert_eq!(nora.len(), 1, "{nora:?}");
+    let nora_id = nora[0][1].clone();
+    assert_eq!(
+        t.query(&format!(
+            "select key from etl.provider_keys where provider_id = {nora_id} order by 1"
+        )),
+        table("npi:1666666668\nsid:NL1\nsid:NL2\nsrc:NL1")
+    );
+    // NL1 gets another NPI, then none: known by `src:NL1` alone, which has Nora's id
+    set("update provider set npi = '1888888884', updated_at = '2026-11-23 12:00:00+00' where provider_id = 201;");
+    t.run_ok(&[]);
+    set("update provider set npi = null, updated_at = '2026-11-24 12:00:00+00' where provider_id = 201;");
+    t.run_ok(&[]);
+    let split = t.query(noras);
+    assert_eq!(split.len(), 2, "{split:?}");
+    assert_eq!(split[1], vec!["NL2".to_string(), nora_id.clone()]);
+    assert_ne!(split[0][1], nora_id);
+    // NL1 recomputed alone, twice: one row each time, Nora's untouched
+    for (day, specialty) in [(25, "Neurology"), (26, "Oncology")] {
+        set(&format!(
+            "update provider set specialty_source_value = '{specialty}', \
+             updated_at = '2026-11-{day} 12:00:00+00' where provider_id = 201;"
+        ));
+        let log = stderr(&t.run_ok(&[]));
+        assert!(log.contains("raw.pg_provider: 0 new, 1 updated"), "{log}");
+        let now = t.query(noras);
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(now[0][0], "NL1");
+        assert_eq!(now[1], vec!["NL2".to_string(), nora_id.clone()]);
+        assert_eq!(
+            t.query(&format!(
+                "select count(*) from omop.provider \
+                 where provider_name = 'Nora Later' and specialty_source_value = '{specialty}'"
+            )),
+            table("1")
+        );
+    }
+    // NL1 deleted at the source: its provider goes, Nora stays
+    set("delete from provider where provider_id = 201;");
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(noras),
+        vec![vec!["NL2".to_string(), nora_id.clone()]]
+    );
+}

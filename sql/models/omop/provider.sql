@@ -25,7 +25,12 @@ create or replace temp table batch_providers as
 with
 
 this_batch as (
+    -- the ids the affected rows were published under (staged/provider_row_status.sql),
+    -- not their keys' ids: a key's id may be a provider's not recomputed now, which stays
+    select provider_id from temp.previous_provider_ids
+    union
     select provider_id from temp.affected_keys
+    where getvariable('full_recompute')
     union
     select provider_id from temp.provider
 )

@@ -140,9 +140,11 @@ select key, provider_id, first_run_id from temp.new_provider_keys;
 
 -- The ids of the affected providers' cluster keys, for the models after this one (row
 -- status, omop.provider): each its id just assigned. A cluster key the map already holds
--- may have another provider's id: in a lake made before 'sid:' keys, a source id's key
--- ('src:…') made when the id pointed at that provider alone, and this provider's cluster
--- key now that its rows have no NPI.
+-- may have another provider's id: the 'src:…' key of rows that were a provider without an
+-- NPI and then part of that one (or, in a lake made before 'sid:' keys, a source id's key
+-- made when the id pointed at that provider alone), and this provider's cluster key now
+-- that its rows have no NPI. omop/provider.sql finds such a provider's old row by the id
+-- its rows were published under, not by this map.
 -- The affected providers given none (no name) keep their key's id in the map, which grows
 -- with every batch of a full recompute and is read once per batch here rather than by
 -- each model after.

@@ -28,3 +28,18 @@ select source, source_ref, source_row, 'quarantined', null, rule_id
 from temp.quarantine
 where rule_id = 'Q003';
 
+
+-- The ids the affected rows were published under, read before their status is written
+-- again (below this file's SQL): omop/provider.sql removes those no provider has now. The
+-- key map cannot say which: a provider whose every key already had another provider's id
+-- got an id no key records, and its key's id is that other provider's. (Not on a full
+-- recompute, which removes after its last batch every provider no batch gave an id.)
+create table if not exists staged.provider_row_status as
+select * from temp.provider_row_status limit 0;
+
+create or replace temp table previous_provider_ids as
+select distinct s.provider_id
+from staged.provider_row_status as s
+semi join temp.touched_rows as t using (source, source_ref, source_row)
+where s.provider_id is not null
+  and not getvariable('full_recompute');
