@@ -4,12 +4,12 @@
 mod common;
 
 use common::golden::assert_sample_outputs;
-use common::{providers_csv, repo, stderr, table, Tenant, NULL};
+use common::{file_fixture, providers_csv, stderr, table, Tenant, NULL};
 
 /// A tenant whose bucket holds the sample files plus one fixture, run once.
 fn run_with(fixture: &str) -> (Tenant, String, String) {
     let t = Tenant::with_sample(&fixture.replace('.', "_"));
-    let body = std::fs::read(repo().join("fixtures/files").join(fixture)).unwrap();
+    let body = file_fixture(fixture);
     let key = format!("providers/2026-11-29/{fixture}");
     t.put(&key, &body);
     let out = t.run_ok(&[]);
@@ -273,15 +273,14 @@ fn an_image_under_a_json_name_is_rejected_and_the_others_load() {
 #[test]
 fn several_json_objects_each_keep_their_own_rows_and_outcome() {
     let t = Tenant::with_sample("several_json");
-    let fixture = |name: &str| std::fs::read(repo().join("fixtures/files").join(name)).unwrap();
     let keys = [
         "providers/2026-11-29/a.ndjson",
         "providers/2026-11-29/b.json",
         "providers/2026-11-29/c.json",
     ];
-    t.put(keys[0], &fixture("lines.ndjson"));
-    t.put(keys[1], &fixture("png_named.json"));
-    t.put(keys[2], &fixture("array.json"));
+    t.put(keys[0], &file_fixture("lines.ndjson"));
+    t.put(keys[1], &file_fixture("png_named.json"));
+    t.put(keys[2], &file_fixture("array.json"));
     let log = stderr(&t.run_ok(&[]));
     assert_eq!(
         raw(&t, keys[0])
@@ -441,7 +440,7 @@ fn a_declared_encoding_is_used_and_an_unknown_one_named() {
             "encoding = \"CP1252\"\ncolumns = [\"ProviderName\"",
         )
     });
-    let body = std::fs::read(repo().join("fixtures/files/windows_1252.csv")).unwrap();
+    let body = file_fixture("windows_1252.csv");
     let key = "providers/2026-11-29/windows_1252.csv";
     t.put(key, &body);
     let log = stderr(&t.run_ok(&[]));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::golden::assert_sample_outputs;
-use common::{repo, stderr, swap, table, Tenant};
+use common::{file_fixture, repo, stderr, swap, table, Tenant};
 
 /// A tenant whose `files` source is a folder holding the sample files.
 fn folder_tenant(label: &str) -> (Tenant, PathBuf) {
@@ -115,9 +115,16 @@ fn a_folder_source_gives_what_the_bucket_gives_and_reads_only_what_changed() {
 #[test]
 fn a_folder_s_json_files_each_keep_their_own_rows_and_outcome() {
     let (t, drop) = folder_tenant("folder_json");
-    let fixture = |name: &str| std::fs::read(repo().join("fixtures/files").join(name)).unwrap();
-    std::fs::write(drop.join("providers/a.ndjson"), fixture("lines.ndjson")).unwrap();
-    std::fs::write(drop.join("providers/b.json"), fixture("png_named.json")).unwrap();
+    std::fs::write(
+        drop.join("providers/a.ndjson"),
+        file_fixture("lines.ndjson"),
+    )
+    .unwrap();
+    std::fs::write(
+        drop.join("providers/b.json"),
+        file_fixture("png_named.json"),
+    )
+    .unwrap();
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains("5 objects listed: 4 new or changed read, 0 unchanged skipped, 1 rejected"),

@@ -618,7 +618,7 @@ fn fetch(
                 && format_of(&read.read.key) == Some(Format::Json)
         })
         .collect();
-    let (groups, mut beside) = if beside.is_empty() {
+    let (groups, mut read_beside) = if beside.is_empty() {
         let groups = read_groups(engine, by_header, &reads, files, name);
         (groups, HashMap::new())
     } else {
@@ -654,7 +654,7 @@ fn fetch(
                 bar.inc(1);
                 let format = format_of(&object.key).expect("unknown types were rejected above");
                 let read = &reads[i];
-                let result = match beside.remove(&i) {
+                let result = match read_beside.remove(&i) {
                     Some(result) => result,
                     None => fetch_object(engine, &read.read, format, files, staging, i),
                 };

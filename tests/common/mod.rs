@@ -54,6 +54,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The bytes of a file of `fixtures/files/`.
+pub fn file_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("fixtures/files").join(name)).unwrap()
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Tenant {

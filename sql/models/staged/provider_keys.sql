@@ -45,10 +45,10 @@ select ck.cluster_key, k.key, k.provider_id, (k.key = ck.cluster_key) as own
 from (
     select cluster_key, key as lookup from temp.provider_cluster_keys
     union all
-    select cluster_key, 'src:' || ids.source_id
-    from (select cluster_key, substr(key, 5) as source_id
-          from temp.provider_cluster_keys where starts_with(key, 'sid:')) as ids
-    where 'src:' || ids.source_id <> ids.cluster_key
+    -- (never the cluster key itself: provider_cluster_keys has no such 'sid:' key)
+    select cluster_key, 'src:' || substr(key, 5)
+    from temp.provider_cluster_keys
+    where starts_with(key, 'sid:')
 ) as ck
 join etl.provider_keys as k on k.key = ck.lookup;
 

@@ -28,12 +28,12 @@ select source, source_ref, source_row, 'quarantined', null, rule_id
 from temp.quarantine
 where rule_id = 'Q003';
 
-
 -- The ids the affected rows were published under, read before their status is written
 -- again (below this file's SQL): omop/provider.sql removes those no provider has now. The
 -- key map cannot say which: a provider whose every key already had another provider's id
 -- got an id no key records, and its key's id is that other provider's. (Not on a full
 -- recompute, which removes after its last batch every provider no batch gave an id.)
+-- (the target made here on a first run, empty, as the materialization below would)
 create table if not exists staged.provider_row_status as
 select * from temp.provider_row_status limit 0;
 
