@@ -82,7 +82,12 @@ fn run(args: Args) -> Result<()> {
         return append(&pg, &bucket, rows);
     }
     println!("etl bench: {rows} providers in Postgres, {rows} provider rows in 25 objects (20 CSV, 5 NDJSON)");
-    println!("machine: {} cores, {}", num_cpus(), mem_total());
+    println!(
+        "machine: {} cores ({}), {}",
+        num_cpus(),
+        cpu_model(),
+        mem_total()
+    );
 
     // The workload.
     let started = Instant::now();
@@ -555,6 +560,19 @@ fn run_etl(etl: &Path, manifest: &Path, lake: &Path) -> Result<EtlRun> {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The processor's model as the kernel names it (runs are compared on one model only).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "processor unknown".to_string())
 }
 
 fn mem_total() -> String {
