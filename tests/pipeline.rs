@@ -209,6 +209,48 @@ fn ids_stay_with_their_provider_when_new_data_arrives() {
 }
 
 #[test]
+fn each_field_of_a_provider_survives_by_its_own_rule() {
+    // Three rows of one provider (one NPI, one surname), each newer than the last: the name
+    // is the most complete one (the oldest row's), the specialty the newest row's that
+    // states one, the care site the newest row's that names one (the middle row's both),
+    // the source id the newest row's.
+    let t = Tenant::with_sample("fields");
+    t.pg()
+        .batch_execute(
+            "insert into care_site (care_site_id, care_site_name, care_site_source_value, updated_at) values
+                 (901, 'North Field Clinic', 'CS901', '2026-11-01 09:00:00+00'),
+                 (902, 'South Field Clinic', 'CS902', '2026-11-01 09:00:00+00');
+             insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+                 (901, 'Maria Elena Lopez', '1000000020', 901, 'ML901', null, '2026-11-01 10:00:00+00'),
+                 (902, 'M Lopez', '1000000020', 902, 'ML902', 'Cardiology', '2026-11-02 10:00:00+00'),
+                 (903, 'Maria Lopez', '1000000020', null, 'ML903', null, '2026-11-03 10:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select p.provider_name, p.specialty_source_value, c.care_site_source_value,
+                    p.provider_source_value
+             from omop.provider as p join omop.care_site as c using (care_site_id)
+             where p.npi = '1000000020'"
+        ),
+        table("Maria Elena Lopez | Cardiology | CS902 | ML903")
+    );
+    // the published row is the name's: its lineage, and the others merged into it
+    assert_eq!(
+        t.query(
+            "select s.source_row, s.status from staged.provider_row_status as s
+             where s.source = 'pg' and s.source_row in ('901', '902', '903') order by 1"
+        ),
+        table(
+            "901 | loaded
+             902 | merged
+             903 | merged"
+        )
+    );
+}
+
+#[test]
 fn a_bad_file_is_rejected_by_key_and_the_good_ones_load() {
     let t = Tenant::with_sample("badfile");
     t.put(
