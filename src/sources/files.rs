@@ -1198,6 +1198,7 @@ fn load(
         }
     }
     // Each object's layout and columns; objects loaded the same way go in one insert.
+    let preparing = std::time::Instant::now();
     let mut prepared: Vec<Option<std::result::Result<Prepared, String>>> = Vec::new();
     for staged in &fetched.objects {
         let object = &staged.object;
@@ -1247,7 +1248,17 @@ fn load(
         });
         create_raw_table(engine, table, &layout.columns, sample.as_deref())?;
     }
+    log::debug!(
+        "  {} objects matched to their layouts in {:.2}s",
+        prepared.len(),
+        preparing.elapsed().as_secs_f64()
+    );
+    let inserting = std::time::Instant::now();
     insert_prepared(engine, &fetched.objects, &prepared, run_id)?;
+    log::debug!(
+        "  their rows inserted into the raw tables in {:.2}s",
+        inserting.elapsed().as_secs_f64()
+    );
     // (the scans' tables are loaded: their memory, or their spill files, given back)
     let mut scanned: Vec<&str> = fetched
         .objects
