@@ -204,6 +204,42 @@ fn a_steward_merge_is_honoured_with_ids_stable_across_three_runs() {
     );
 }
 
+/// Two NPIs a steward merged into one provider: the valid one is published before one that
+/// fails its check digit, though the failing one is newer.
+#[test]
+fn a_merged_provider_publishes_its_valid_npi_before_a_newer_one_failing_its_check() {
+    let t = Tenant::with_sample("valid_npi");
+    t.pg()
+        .batch_execute(
+            "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+                 (941, 'Vera Quinn', '1777777776', null, 'VQ941', null, '2026-11-01 10:00:00+00'),
+                 (942, 'Vera Quinn', '1777777775', null, 'VQ942', null, '2026-11-02 10:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    let id = |npi: &str| {
+        t.query(&format!(
+            "select provider_id from omop.provider where npi = '{npi}'"
+        ))[0][0]
+            .clone()
+    };
+    let (valid, failing) = (id("1777777776"), id("1777777775"));
+    decide(
+        &t,
+        &format!("merge,{failing},{valid},,,one person sent with two NPIs\n"),
+    );
+    t.run_ok(&[]);
+    // (one provider, under the lower of the two ids, as a merge keeps)
+    let kept = [&valid, &failing]
+        .into_iter()
+        .min_by_key(|id| id.parse::<i64>().unwrap())
+        .unwrap();
+    assert_eq!(
+        t.query("select provider_id, npi from omop.provider where provider_name = 'Vera Quinn'"),
+        table(&format!("{kept} | 1777777776"))
+    );
+}
+
 /// keep_apart takes a pair off the review list; npi_belongs_to says whose record an NPI
 /// shared by two people publishes.
 #[test]

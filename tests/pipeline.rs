@@ -250,6 +250,36 @@ fn each_field_of_a_provider_survives_by_its_own_rule() {
     );
 }
 
+/// The newest row that names a care site gives the provider's, even a site Postgres does not
+/// know: the care site is then left empty and flagged, never an older row's guess.
+#[test]
+fn a_care_site_the_newest_row_names_but_nobody_knows_is_left_empty() {
+    let t = Tenant::with_sample("unknown_site");
+    t.pg()
+        .batch_execute(
+            "insert into care_site (care_site_id, care_site_name, care_site_source_value, updated_at) values
+                 (931, 'East Field Clinic', 'CS931', '2026-11-01 09:00:00+00');
+             insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+                 (931, 'Uma Reyes', '1000000046', 931, 'UR931', 'Cardiology', '2026-11-01 10:00:00+00'),
+                 (932, 'Uma Reyes', '1000000046', 999, 'UR931', 'Cardiology', '2026-11-02 10:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select provider_name, care_site_id is null from omop.provider where npi = '1000000046'"
+        ),
+        table("Uma Reyes | true")
+    );
+    assert_eq!(
+        t.query(
+            "select source_row, flag, value from staged.dq_flags
+             where flag = 'care_site_unknown' and source = 'pg' and source_row in ('931', '932')"
+        ),
+        table("932 | care_site_unknown | 999")
+    );
+}
+
 #[test]
 fn a_bad_file_is_rejected_by_key_and_the_good_ones_load() {
     let t = Tenant::with_sample("badfile");
