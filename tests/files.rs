@@ -546,29 +546,64 @@ fn two_people_under_one_npi_publish_one_rows_whole_record() {
     );
 }
 
-/// One source id sent with two NPIs: never merged, each NPI its own provider.
+/// A row's specialty is its first specialty column's concept; the second column
+/// (`specialty_alt`) is used only when the first maps to nothing.
 #[test]
-fn one_source_id_with_two_npis_stays_two_providers_and_is_flagged() {
+fn the_second_specialty_column_is_used_only_when_the_first_maps_to_nothing() {
+    let t = Tenant::with_sample("specialty_alt");
+    t.put(
+        "providers/2026-11-29/specialties.csv",
+        &providers_csv(
+            "Ines Park,051,1000000053,Neuro,Metro Med,IP051,Cardiology,IP-NPI\n\
+             Omar Vale,052,1000000061,Astrology,Metro Med,OV052,Cardiology,OV-NPI\n",
+        ),
+    );
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select provider_name, specialty_concept_id, specialty_source_value from omop.provider \
+             where npi in ('1000000053', '1000000061') order by npi"
+        ),
+        table(
+            "Ines Park | 38004458 | Neuro
+             Omar Vale | 38004451 | Astrology"
+        )
+    );
+}
+
+/// One source id sent with two NPIs: never merged, each NPI its own provider, and its rows
+/// without an NPI a provider of their own, under the source id.
+#[test]
+fn one_source_id_with_two_npis_is_never_merged_and_is_flagged() {
     let t = Tenant::with_sample("two_npis");
     let key = "providers/2026-11-29/lt.csv";
     t.put(
         key,
-        &providers_csv("Laura Taylor,009,1888888888,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n"),
+        &providers_csv(
+            "Laura Taylor,009,1888888888,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n\
+             Laura Taylor,009,,Int Med,Village Clinic,LT010,Int Med,LT-NPI\n",
+        ),
     );
     t.run_ok(&[]);
+    // (the id's row without an NPI is linked to neither NPI: a provider of its own)
     assert_eq!(
         t.query(
             "select npi, provider_name, provider_source_value from omop.provider \
                  where provider_source_value = 'LT010' order by npi"
         ),
-        table("0123456789 | Laura Taylor | LT010\n1888888888 | Laura Taylor | LT010")
+        table(
+            "0123456789 | Laura Taylor | LT010
+             1888888888 | Laura Taylor | LT010
+             ∅ | Laura Taylor | LT010"
+        )
     );
     assert_eq!(
         t.query("select source, source_ref, source_row, detail from staged.dq_flags \
                  where flag = 'source_id_conflict' order by all"),
         table(&format!(
             "files | providers/2026-11-27/providers.csv | 11 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id
-             files | {key} | 1 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id"
+             files | {key} | 1 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id
+             files | {key} | 2 | source id LT010 is sent with different NPIs (0123456789, 1888888888): never merged; each NPI is its own provider, rows without an NPI are kept under the source id"
         ))
     );
 }
