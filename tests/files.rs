@@ -546,6 +546,50 @@ fn two_people_under_one_npi_publish_one_rows_whole_record() {
     );
 }
 
+/// Rows of one provider as new as each other: the Postgres row comes before the file's
+/// (then object key, then the values themselves), so its specialty is the newest stated.
+#[test]
+fn on_a_tie_in_time_the_postgres_row_comes_before_the_files() {
+    let t = Tenant::with_sample("tie");
+    let key = "providers/2026-11-29/kim.csv";
+    t.put(
+        key,
+        &providers_csv("Kim Lo,061,1000000079,Neuro,Metro Med,KL061,Neurology,KL-NPI\n"),
+    );
+    t.pg()
+        .batch_execute(
+            "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+                 (961, 'Kim Lo', '1000000079', null, 'KL061', 'Cardiology', '2026-11-01 10:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    let specialty = |t: &Tenant| {
+        t.query("select specialty_source_value from omop.provider where npi = '1000000079'")
+    };
+    // the file is newer
+    assert_eq!(specialty(&t), table("Neuro"));
+    // the Postgres row made exactly as new as the file
+    let modified = t.query(&format!(
+        "select strftime(last_modified at time zone 'UTC', '%Y-%m-%d %H:%M:%S.%f') \
+         from etl.file_ledger where object_key = '{key}'"
+    ))[0][0]
+        .clone();
+    t.pg()
+        .batch_execute(&format!(
+            "update provider set updated_at = '{modified}+00' where provider_id = 961"
+        ))
+        .unwrap();
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(&format!(
+            "select count(*), count(distinct recency), min(recency) = '{modified}+00' \
+             from stg.provider where npi = '1000000079' and _deleted_at is null"
+        )),
+        table("2 | 1 | true")
+    );
+    assert_eq!(specialty(&t), table("Cardiology"));
+}
+
 /// A row's specialty is its first specialty column's concept; the second column
 /// (`specialty_alt`) is used only when the first maps to nothing.
 #[test]
