@@ -546,6 +546,35 @@ fn two_people_under_one_npi_publish_one_rows_whole_record() {
     );
 }
 
+/// An NPI sent with spaces around it is cleaned without a finding; one sent with dashes is
+/// flagged `npi_reformatted`.
+#[test]
+fn spaces_around_an_npi_are_cleaned_silently_and_dashes_are_flagged() {
+    let t = Tenant::with_sample("npi_spaces");
+    t.put(
+        "providers/2026-11-29/npis.csv",
+        &providers_csv(
+            "Lee Park,071,\" 1000000087 \",Neuro,Metro Med,LP071,Neurology,LP-NPI\n\
+             Ana Bell,072,1000-000-095,Neuro,Metro Med,AB072,Neurology,AB-NPI\n",
+        ),
+    );
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select provider_name, npi from omop.provider \
+             where npi in ('1000000087', '1000000095') order by npi"
+        ),
+        table("Lee Park | 1000000087\nAna Bell | 1000000095")
+    );
+    assert_eq!(
+        t.query(
+            "select source_row, value from staged.dq_flags where flag = 'npi_reformatted' \
+             and source_ref = 'providers/2026-11-29/npis.csv'"
+        ),
+        table("2 | 1000-000-095")
+    );
+}
+
 /// Rows of one provider as new as each other: the Postgres row comes before the file's
 /// (then object key, then the values themselves), so its specialty is the newest stated.
 #[test]
