@@ -204,6 +204,31 @@ fn a_steward_merge_is_honoured_with_ids_stable_across_three_runs() {
     );
 }
 
+/// Names that are not alike letter by letter but whose initials fit ("A. Montgomery" and
+/// "Alexandra Montgomery": 0.76 by Jaro-Winkler) are scored as at least 0.9 alike.
+#[test]
+fn names_whose_initials_fit_are_listed_though_not_alike_letter_by_letter() {
+    let t = Tenant::with_sample("initials");
+    t.put(
+        "providers/2026-11-29/montgomery.csv",
+        &providers_csv(
+            "A. Montgomery,081,,Neuro,Metro Med,AM081,Neurology,AM-NPI\n\
+             Alexandra Montgomery,082,1000000103,Neuro,Metro Med,XM082,Neurology,XM-NPI\n",
+        ),
+    );
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select least(name_a, name_b), greatest(name_a, name_b), score, \
+                    evidence[1], evidence[2], evidence[3] \
+             from staged.possible_duplicates where 'A. Montgomery' in (name_a, name_b)"
+        ),
+        table(
+            "A. Montgomery | Alexandra Montgomery | 0.960 | names 0.76 alike (Jaro-Winkler) | initials fit | same specialty: Neuro"
+        )
+    );
+}
+
 /// Two NPIs a steward merged into one provider: the valid one is published before one that
 /// fails its check digit, though the failing one is newer.
 #[test]
