@@ -250,6 +250,29 @@ fn each_field_of_a_provider_survives_by_its_own_rule() {
     );
 }
 
+/// A name's completeness counts the letters of its words of two letters or more: "Ann Smith"
+/// (8) is more complete than the newer "A. B. C. Smith" (5, its initials not counted). A
+/// provider no row gives a specialty has specialty_concept_id 0, never NULL.
+#[test]
+fn initials_do_not_make_a_name_more_complete() {
+    let t = Tenant::with_sample("initials_count");
+    t.pg()
+        .batch_execute(
+            "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+                 (951, 'Ann Smith', '1000000111', null, 'AS951', null, '2026-11-01 10:00:00+00'),
+                 (952, 'A. B. C. Smith', '1000000111', null, 'AS951', null, '2026-11-02 10:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select provider_name, specialty_concept_id, specialty_source_value is null \
+             from omop.provider where npi = '1000000111'"
+        ),
+        table("Ann Smith | 0 | true")
+    );
+}
+
 /// The newest row that names a care site gives the provider's, even a site Postgres does not
 /// know: the care site is then left empty and flagged, never an older row's guess.
 #[test]
