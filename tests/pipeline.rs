@@ -250,6 +250,27 @@ fn each_field_of_a_provider_survives_by_its_own_rule() {
     );
 }
 
+/// A place of service is looked up by its key, whatever its case and spacing as sent:
+/// "emergency room  -  HOSPITAL" is vocab/place_of_service.csv's "Emergency Room - Hospital".
+#[test]
+fn a_place_of_service_is_matched_whatever_its_case_and_spacing() {
+    let t = Tenant::with_sample("pos_key");
+    t.pg()
+        .batch_execute(
+            "insert into care_site (care_site_id, care_site_name, care_site_source_value, place_of_service_source_value, updated_at) values
+                 (971, 'West Field Clinic', 'CS971', ' emergency room  -  HOSPITAL', '2026-11-01 09:00:00+00')",
+        )
+        .unwrap();
+    t.run_ok(&[]);
+    assert_eq!(
+        t.query(
+            "select place_of_service_concept_id from omop.care_site \
+             where care_site_source_value = 'CS971'"
+        ),
+        table("8870")
+    );
+}
+
 /// A name's completeness counts the letters of its words of two letters or more: "Ann Smith"
 /// (8) is more complete than the newer "A. B. C. Smith" (5, its initials not counted). A
 /// provider no row gives a specialty has specialty_concept_id 0, never NULL.
