@@ -585,12 +585,10 @@ fn on_a_tie_in_time_the_postgres_row_comes_before_the_files() {
         key,
         &providers_csv("Kim Lo,061,1000000079,Neuro,Metro Med,KL061,Neurology,KL-NPI\n"),
     );
-    t.pg()
-        .batch_execute(
-            "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+    t.pg_execute(
+        "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
                  (961, 'Kim Lo', '1000000079', null, 'KL061', 'Cardiology', '2026-11-01 10:00:00+00')",
-        )
-        .unwrap();
+    );
     t.run_ok(&[]);
     let specialty = |t: &Tenant| {
         t.query("select specialty_source_value from omop.provider where npi = '1000000079'")
@@ -603,11 +601,9 @@ fn on_a_tie_in_time_the_postgres_row_comes_before_the_files() {
          from etl.file_ledger where object_key = '{key}'"
     ))[0][0]
         .clone();
-    t.pg()
-        .batch_execute(&format!(
-            "update provider set updated_at = '{modified}+00' where provider_id = 961"
-        ))
-        .unwrap();
+    t.pg_execute(&format!(
+        "update provider set updated_at = '{modified}+00' where provider_id = 961"
+    ));
     t.run_ok(&[]);
     assert_eq!(
         t.query(&format!(

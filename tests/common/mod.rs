@@ -317,6 +317,11 @@ publish = ["care_site", "provider"]
         self.bucket_target().put(key, body).unwrap();
     }
 
+    /// Runs SQL statements on the tenant's Postgres database.
+    pub fn pg_execute(&self, sql: &str) {
+        self.pg().batch_execute(sql).unwrap();
+    }
+
     pub fn pg(&self) -> postgres::Client {
         postgres::Config::new()
             .host(&self.services.pg_host)
