@@ -109,3 +109,31 @@ fn identifiers_and_npis_are_cleansed_to_these_values() {
         );
     }
 }
+
+/// A person's name as published: leading titles (one or several, any case, with or without
+/// a dot) and trailing credentials (one or a list) removed, spacing cleaned, "Last, First"
+/// put in display order.
+#[test]
+fn names_lose_their_titles_and_credentials() {
+    let conn = macros();
+    let cases = [
+        ("Dr. John Doe", "John Doe"),
+        ("Prof. Ada Lovelace", "Ada Lovelace"),
+        ("prof ada lovelace", "ada lovelace"),
+        ("Mrs Jane Roe", "Jane Roe"),
+        ("Ms. Kim Lo", "Kim Lo"),
+        ("Dr. Dr. Ann Lee", "Ann Lee"),
+        ("John Doe, MD", "John Doe"),
+        ("Jane Roe PhD", "Jane Roe"),
+        ("Ann Lee, M.D., FACC", "Ann Lee"),
+        ("Smith, John", "John Smith"),
+        ("  Mary   Major  ", "Mary Major"),
+    ];
+    for (sent, want) in cases {
+        assert_eq!(
+            rows(&conn, &format!("select etl_person_name('{sent}')")),
+            [[want.to_string()]],
+            "{sent}"
+        );
+    }
+}
