@@ -585,9 +585,8 @@ fn on_a_tie_in_time_the_postgres_row_comes_before_the_files() {
         key,
         &providers_csv("Kim Lo,061,1000000079,Neuro,Metro Med,KL061,Neurology,KL-NPI\n"),
     );
-    t.pg_execute(
-        "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
-                 (961, 'Kim Lo', '1000000079', null, 'KL061', 'Cardiology', '2026-11-01 10:00:00+00')",
+    t.pg_providers(
+        "(961, 'Kim Lo', '1000000079', null, 'KL061', 'Cardiology', '2026-11-01 10:00:00+00')",
     );
     t.run_ok(&[]);
     let specialty = |t: &Tenant| {

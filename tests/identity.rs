@@ -234,10 +234,9 @@ fn names_whose_initials_fit_are_listed_though_not_alike_letter_by_letter() {
 #[test]
 fn a_merged_provider_publishes_its_valid_npi_before_a_newer_one_failing_its_check() {
     let t = Tenant::with_sample("valid_npi");
-    t.pg_execute(
-        "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
-                 (941, 'Vera Quinn', '1777777776', null, 'VQ941', null, '2026-11-01 10:00:00+00'),
-                 (942, 'Vera Quinn', '1777777775', null, 'VQ942', null, '2026-11-02 10:00:00+00')",
+    t.pg_providers(
+        "(941, 'Vera Quinn', '1777777776', null, 'VQ941', null, '2026-11-01 10:00:00+00'),
+         (942, 'Vera Quinn', '1777777775', null, 'VQ942', null, '2026-11-02 10:00:00+00')",
     );
     t.run_ok(&[]);
     let id = |npi: &str| {

@@ -218,11 +218,12 @@ fn each_field_of_a_provider_survives_by_its_own_rule() {
     t.pg_execute(
         "insert into care_site (care_site_id, care_site_name, care_site_source_value, updated_at) values
                  (901, 'North Field Clinic', 'CS901', '2026-11-01 09:00:00+00'),
-                 (902, 'South Field Clinic', 'CS902', '2026-11-01 09:00:00+00');
-             insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
-                 (901, 'Maria Elena Lopez', '1000000020', 901, 'ML901', null, '2026-11-01 10:00:00+00'),
-                 (902, 'M Lopez', '1000000020', 902, 'ML902', 'Cardiology', '2026-11-02 10:00:00+00'),
-                 (903, 'Maria Lopez', '1000000020', null, 'ML903', null, '2026-11-03 10:00:00+00')",
+                 (902, 'South Field Clinic', 'CS902', '2026-11-01 09:00:00+00');",
+    );
+    t.pg_providers(
+        "(901, 'Maria Elena Lopez', '1000000020', 901, 'ML901', null, '2026-11-01 10:00:00+00'),
+         (902, 'M Lopez', '1000000020', 902, 'ML902', 'Cardiology', '2026-11-02 10:00:00+00'),
+         (903, 'Maria Lopez', '1000000020', null, 'ML903', null, '2026-11-03 10:00:00+00')",
     );
     t.run_ok(&[]);
     assert_eq!(
@@ -273,10 +274,9 @@ fn a_place_of_service_is_matched_whatever_its_case_and_spacing() {
 #[test]
 fn initials_do_not_make_a_name_more_complete() {
     let t = Tenant::with_sample("initials_count");
-    t.pg_execute(
-        "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
-                 (951, 'Ann Smith', '1000000111', null, 'AS951', null, '2026-11-01 10:00:00+00'),
-                 (952, 'A. B. C. Smith', '1000000111', null, 'AS951', null, '2026-11-02 10:00:00+00')",
+    t.pg_providers(
+        "(951, 'Ann Smith', '1000000111', null, 'AS951', null, '2026-11-01 10:00:00+00'),
+         (952, 'A. B. C. Smith', '1000000111', null, 'AS951', null, '2026-11-02 10:00:00+00')",
     );
     t.run_ok(&[]);
     assert_eq!(
@@ -295,10 +295,11 @@ fn a_care_site_the_newest_row_names_but_nobody_knows_is_left_empty() {
     let t = Tenant::with_sample("unknown_site");
     t.pg_execute(
         "insert into care_site (care_site_id, care_site_name, care_site_source_value, updated_at) values
-                 (931, 'East Field Clinic', 'CS931', '2026-11-01 09:00:00+00');
-             insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
-                 (931, 'Uma Reyes', '1000000046', 931, 'UR931', 'Cardiology', '2026-11-01 10:00:00+00'),
-                 (932, 'Uma Reyes', '1000000046', 999, 'UR931', 'Cardiology', '2026-11-02 10:00:00+00')",
+                 (931, 'East Field Clinic', 'CS931', '2026-11-01 09:00:00+00');",
+    );
+    t.pg_providers(
+        "(931, 'Uma Reyes', '1000000046', 931, 'UR931', 'Cardiology', '2026-11-01 10:00:00+00'),
+         (932, 'Uma Reyes', '1000000046', 999, 'UR931', 'Cardiology', '2026-11-02 10:00:00+00')",
     );
     t.run_ok(&[]);
     assert_eq!(

@@ -322,6 +322,16 @@ publish = ["care_site", "provider"]
         self.pg().batch_execute(sql).unwrap();
     }
 
+    /// Inserts rows into the tenant's Postgres `provider` table: `values` lists them as
+    /// (provider_id, provider_name, npi, care_site_id, provider_source_value,
+    /// specialty_source_value, updated_at).
+    pub fn pg_providers(&self, values: &str) {
+        self.pg_execute(&format!(
+            "insert into provider (provider_id, provider_name, npi, care_site_id, \
+             provider_source_value, specialty_source_value, updated_at) values {values}"
+        ));
+    }
+
     pub fn pg(&self) -> postgres::Client {
         postgres::Config::new()
             .host(&self.services.pg_host)

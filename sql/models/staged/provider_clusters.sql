@@ -98,15 +98,6 @@ survived as (
     -- (the rows with a key are those of the affected providers: none in a run with nothing new)
     where cluster_key is not null and getvariable('affected') > 0
     group by cluster_key
-),
-
-picked as (
-    -- the row a provider is published from: its whole record's when its rows name
-    -- different people, else the row of its name
-    select
-        s.*,
-        if(s.identity_conflict, s.whole_ix, s.survivor_ix) as record_ix
-    from survived as s
 )
 
 select
@@ -131,7 +122,10 @@ select
     if(s.identity_conflict, published.source_id, s.survivor_source_id) as provider_source_value,
     -- the line of the steward decision that chose the published row
     if(s.identity_conflict, s.whole_steward_line, null) as steward_line
-from picked as s
-left join temp.cluster_rows as published on published.rowid = s.record_ix
+from survived as s
+-- the row a provider is published from: its whole record's when its rows name different
+-- people, else the row of its name
+left join temp.cluster_rows as published
+    on published.rowid = if(s.identity_conflict, s.whole_ix, s.survivor_ix)
 -- (the newest row stating a specialty: read only where the rows name one person)
 left join temp.cluster_rows as spec on spec.rowid = if(s.identity_conflict, null, s.specialty_ix);
