@@ -531,7 +531,9 @@ impl RunContext<'_> {
                 }
             }
         }
+        let committing = Instant::now();
         engine.execute("commit").context("cannot commit the run")?;
+        log::debug!("committed in {:.2}s", committing.elapsed().as_secs_f64());
         if let Some(dir) = &self.run_dir {
             let outputs = self.manifest.outputs_dir();
             publish::make_current(&outputs, dir)?;
