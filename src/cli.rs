@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// With several tenants: how many run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
+    /// Save DuckDB's profile of every statement of the transform (its plan, each
+    /// operator's time and rows) as JSON under DIR/<tenant>/<run id>/, and log the slowest.
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
     #[command(flatten)]
     pub steps: StepArgs,
 }
@@ -149,6 +153,7 @@ impl From<StepArgs> for RunOptions {
             from: a.from,
             until: a.until,
             full_refresh: a.full_refresh,
+            profile: None,
         }
     }
 }
@@ -192,7 +197,10 @@ pub fn main(cli: Cli) -> Result<()> {
     );
     match cli.command {
         Command::Run(args) => {
-            let opts = RunOptions::from(args.steps);
+            let opts = RunOptions {
+                profile: args.profile,
+                ..RunOptions::from(args.steps)
+            };
             if let [single] = args.manifests.as_slice() {
                 if !single.is_dir() {
                     let manifest = load_for_run(single)?;

@@ -193,6 +193,7 @@ pub fn run(
     models: &[PathBuf],
     plan: &Plan,
     run_id: &str,
+    profile: Option<&Profile>,
 ) -> Result<()> {
     match &plan.full {
         Some(reason) => {
@@ -274,7 +275,7 @@ pub fn run(
         ))?;
         let started = Instant::now();
         for model in models {
-            run_model(engine, model, batch, plan.commits)?;
+            run_model(engine, model, batch, plan.commits, profile)?;
         }
         if batch + 1 < plan.batches {
             // Each batch but the last commits: DuckDB 1.4 can fail a commit that deletes rows
@@ -293,6 +294,9 @@ pub fn run(
         }
     }
     drop_scratch(engine)?;
+    if let Some(profile) = profile {
+        profile.log_slowest(10);
+    }
     engine.execute(&format!(
         "insert or replace into etl.transform_state values ({}, {}, {}, {}, {})",
         literal(run_id),
@@ -351,21 +355,34 @@ fn drop_scratch(engine: &Engine) -> Result<()> {
 /// (`commits`) commits after every statement, so each statement reads committed tables on
 /// every core; a batch stopped midway is computed again by the next run, whose transform
 /// state still points before it.
-fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result<()> {
+fn run_model(
+    engine: &Engine,
+    model: &Path,
+    batch: u64,
+    commits: bool,
+    profile: Option<&Profile>,
+) -> Result<()> {
     let started = Instant::now();
     let sql = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read SQL file {}", model.display()))?;
     let materialization = Materialization::declared_in(model, &sql)?;
     let run = |sql: &str, failed: &dyn Fn() -> String| -> Result<()> {
         // statement by statement when committing, or to time each one in the trace log
-        let parts = if commits || log::log_enabled!(log::Level::Trace) {
+        let parts = if commits || log::log_enabled!(log::Level::Trace) || profile.is_some() {
             statements(sql)
         } else {
             vec![sql.to_string()]
         };
         for part in parts {
             let statement_started = Instant::now();
-            engine.execute(&part).with_context(failed)?;
+            if let Some(profile) = profile {
+                profile.start(engine, model, batch)?;
+            }
+            let done = engine.execute(&part);
+            if profile.is_some() {
+                engine.execute("pragma disable_profiling")?;
+            }
+            done.with_context(failed)?;
             log::trace!(
                 "    {:.2}s {}",
                 statement_started.elapsed().as_secs_f64(),
@@ -391,6 +408,101 @@ fn run_model(engine: &Engine, model: &Path, batch: u64, commits: bool) -> Result
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// DuckDB's profile of each statement of the transform (`etl run --profile DIR`): its plan
+/// with every operator's time and rows, as DuckDB writes it (`enable_profiling = 'json'`),
+/// one file per statement, numbered in the order they ran and named by model and batch
+/// (`0043-provider_rows-b1.json`).
+pub struct Profile {
+    dir: PathBuf,
+    statements: std::cell::Cell<usize>,
+}
+
+impl Profile {
+    pub fn new(dir: PathBuf) -> Result<Profile> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the profile folder {}", dir.display()))?;
+        Ok(Profile {
+            dir,
+            statements: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Profiles the next statement into a file of its own.
+    fn start(&self, engine: &Engine, model: &Path, batch: u64) -> Result<()> {
+        let n = self.statements.get() + 1;
+        self.statements.set(n);
+        let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+        let file = self.dir.join(format!("{n:04}-{stem}-b{}.json", batch + 1));
+        engine.execute(&format!(
+            "set enable_profiling = 'json'; set profiling_output = {};",
+            literal(&file.to_string_lossy())
+        ))
+    }
+
+    /// Logs the `top` slowest statements, each with its costliest operators. A file that
+    /// cannot be read is named, and left out.
+    fn log_slowest(&self, top: usize) {
+        let mut profiled = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            let name = file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let read = std::fs::read_to_string(&file)
+                .map_err(anyhow::Error::from)
+                .and_then(|text| Ok(serde_json::from_str::<serde_json::Value>(&text)?));
+            match read {
+                Ok(profile) => profiled.push((name, profile)),
+                Err(err) => log::warn!("  profile {}: cannot be read: {err}", file.display()),
+            }
+        }
+        let latency = |p: &serde_json::Value| p["latency"].as_f64().unwrap_or(0.0);
+        profiled.sort_by(|a, b| latency(&b.1).total_cmp(&latency(&a.1)));
+        log::info!(
+            "  {} statement profiles in {}; the slowest (operator times summed over threads):",
+            profiled.len(),
+            self.dir.display()
+        );
+        for (name, profile) in profiled.iter().take(top) {
+            let mut operators = Vec::new();
+            collect_operators(profile, &mut operators);
+            operators.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let costliest: Vec<String> = operators
+                .iter()
+                .take(3)
+                .map(|(op, seconds, rows)| format!("{op} {seconds:.2}s ({rows} rows)"))
+                .collect();
+            log::info!(
+                "    {:.2}s {name}: {} [{}]",
+                latency(profile),
+                first_code_line(profile["query_name"].as_str().unwrap_or("")),
+                costliest.join(", ")
+            );
+        }
+    }
+}
+
+/// Every operator of a profile's plan: name, time and rows out.
+fn collect_operators(node: &serde_json::Value, out: &mut Vec<(String, f64, u64)>) {
+    for child in node["children"].as_array().into_iter().flatten() {
+        out.push((
+            child["operator_name"]
+                .as_str()
+                .unwrap_or("?")
+                .trim()
+                .to_string(),
+            child["operator_timing"].as_f64().unwrap_or(0.0),
+            child["operator_cardinality"].as_u64().unwrap_or(0),
+        ));
+        collect_operators(child, out);
+    }
 }
 
 /// A statement's first line that is not a comment (for timings in the trace log).

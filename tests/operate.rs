@@ -553,6 +553,138 @@ fn verbose_runs_time_each_model() {
 }
 
 #[test]
+fn a_profile_of_each_transform_statement_is_saved_on_request() {
+    let t = Tenant::with_sample("profile");
+    let m = t.manifest_arg();
+    let dir = t.dir.path().join("profiles");
+    let out = t.etl(&["run", &m, "--profile", &dir.to_string_lossy()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run_id = t.last_run()["run_id"].as_str().unwrap().to_string();
+    let tenant = t.name.replace('_', "-");
+    let folder = dir.join(&tenant).join(&run_id);
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort();
+    // named by order, model and batch, every model's statements in the pipeline's order
+    let mut models: Vec<String> = Vec::new();
+    for file in &files {
+        let model = file
+            .split_once('-')
+            .and_then(|(_, rest)| rest.strip_suffix("-b1.json"))
+            .unwrap_or_else(|| panic!("unexpected name {file}"));
+        if models.last().map(String::as_str) != Some(model) {
+            models.push(model.to_string());
+        }
+    }
+    assert_eq!(
+        models,
+        [
+            "care_site_rows",
+            "care_site_keys",
+            "care_site",
+            "provider_changes",
+            "care_site_resolution",
+            "provider_match",
+            "provider_clusters",
+            "provider_rows",
+            "provider_keys",
+            "possible_duplicates",
+            "quarantine",
+            "provider_row_status",
+            "dq_flags",
+            "care_site",
+            "provider",
+            "provider_history",
+            "care_site_history",
+            "reconciliation",
+        ]
+    );
+    // each is DuckDB's profile of that statement: the staged rows' insert read as many
+    // rows as the lake now keeps
+    let profiles: Vec<(String, serde_json::Value)> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(folder.join(f)).unwrap();
+            (f.clone(), serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    // (a statement of the model's file, or the write of what it materializes)
+    for (file, profile) in &profiles {
+        let query = profile["query_name"].as_str().unwrap();
+        let line = query
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .unwrap();
+        let model = file.split('-').nth(1).unwrap();
+        let in_file = ["staged", "omop"].iter().any(|schema| {
+            let path = common::repo().join(format!("sql/models/{schema}/{model}.sql"));
+            std::fs::read_to_string(path).is_ok_and(|sql| sql.contains(line))
+        });
+        let written = [
+            "insert into ",
+            "delete from ",
+            "create table if not exists ",
+        ]
+        .iter()
+        .any(|w| line.starts_with(w));
+        assert!(in_file || written, "{file}: {query}");
+    }
+    let (_, insert) = profiles
+        .iter()
+        .find(|(_, p)| {
+            p["query_name"]
+                .as_str()
+                .unwrap()
+                .contains("insert into staged.provider_rows")
+        })
+        .expect("the staged rows' insert was profiled");
+    fn scanned(node: &serde_json::Value, table: &str) -> Option<u64> {
+        node["children"].as_array()?.iter().find_map(|c| {
+            if c["extra_info"]["Table"].as_str() == Some(table) {
+                c["operator_cardinality"].as_u64()
+            } else {
+                scanned(c, table)
+            }
+        })
+    }
+    let staged = t.query("select count(*) from staged.provider_rows")[0][0].clone();
+    assert_eq!(
+        scanned(insert, "cluster_rows").map(|n| n.to_string()),
+        Some(staged)
+    );
+    // the log names how many, and the slowest first
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{} statement profiles in {}",
+            files.len(),
+            folder.display()
+        )),
+        "{err}"
+    );
+    let slowest = profiles
+        .iter()
+        .max_by(|a, b| {
+            let latency = |p: &serde_json::Value| p["latency"].as_f64().unwrap();
+            latency(&a.1).total_cmp(&latency(&b.1))
+        })
+        .map(|(f, _)| f.clone())
+        .unwrap();
+    let first = err
+        .lines()
+        .skip_while(|l| !l.contains("statement profiles in"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(first.contains(&format!("s {slowest}: ")), "{first}\n{err}");
+    // without --profile, nothing is profiled
+    t.etl(&["run", &m, "--full-refresh"]);
+    assert_eq!(std::fs::read_dir(dir.join(&tenant)).unwrap().count(), 1);
+}
+
+#[test]
 fn hourly_and_cron_expressions_schedule_as_asked() {
     let _guard = common::CrontabGuard::save();
     let a = Tenant::new("cron_hourly_a");

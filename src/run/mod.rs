@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub from: Option<String>,
     pub until: Option<String>,
     pub full_refresh: bool,
+    /// Where DuckDB's profile of each transform statement is saved (`etl run --profile`).
+    pub profile: Option<PathBuf>,
 }
 
 /// A mistake in the command line rather than in the data (exit code 2).
@@ -581,7 +583,17 @@ impl RunContext<'_> {
                 // numbers the records of each file in file order).
                 engine.execute("set preserve_insertion_order = false")?;
                 let plan = transform::plan(engine, self.manifest, models, self.opts.full_refresh)?;
-                transform::run(engine, self.manifest, models, &plan, self.run_id)?;
+                let profile = self.opts.profile.as_ref().map(|dir| {
+                    transform::Profile::new(dir.join(&self.manifest.tenant).join(self.run_id))
+                });
+                transform::run(
+                    engine,
+                    self.manifest,
+                    models,
+                    &plan,
+                    self.run_id,
+                    profile.transpose()?.as_ref(),
+                )?;
                 self.run_checks()?;
                 engine.execute("set preserve_insertion_order = true")?;
                 // the raw rows it computed: what its cost follows
