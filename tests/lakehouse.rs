@@ -1980,7 +1980,9 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
     assert_eq!(split.len(), 2, "{split:?}");
     assert_eq!(split[1], vec!["NL2".to_string(), nora_id.clone()]);
     assert_ne!(split[0][1], nora_id);
-    // NL1 recomputed alone, twice: one row each time, Nora's untouched
+    let nl1_id = split[0][1].clone();
+    // NL1 recomputed alone, twice: one row each time, under the id it was given, Nora's
+    // untouched
     for (day, specialty) in [(25, "Neurology"), (26, "Oncology")] {
         set(&format!(
             "update provider set specialty_source_value = '{specialty}', \
@@ -1990,7 +1992,7 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
         assert!(log.contains("raw.pg_provider: 0 new, 1 updated"), "{log}");
         let now = t.query(noras);
         assert_eq!(now.len(), 2, "{now:?}");
-        assert_eq!(now[0][0], "NL1");
+        assert_eq!(now[0], vec!["NL1".to_string(), nl1_id.clone()]);
         assert_eq!(now[1], vec!["NL2".to_string(), nora_id.clone()]);
         assert_eq!(
             t.query(&format!(
@@ -2000,6 +2002,25 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
             table("1")
         );
     }
+    // and so in a full recompute, where both are computed again together
+    t.run_ok(&["--full-refresh"]);
+    assert_eq!(
+        t.query(noras),
+        vec![
+            vec!["NL1".to_string(), nl1_id.clone()],
+            vec!["NL2".to_string(), nora_id.clone()]
+        ]
+    );
+    // listed as possible duplicates (one name, two source ids) under their own ids
+    let mut pair = vec![nl1_id.clone(), nora_id.clone()];
+    pair.sort_by_key(|id| id.parse::<i64>().unwrap());
+    assert_eq!(
+        t.query(
+            "select least(provider_a, provider_b), greatest(provider_a, provider_b) \
+             from staged.possible_duplicates where name_a = 'Nora Later'"
+        ),
+        vec![pair]
+    );
     // NL1 deleted at the source: its provider goes, Nora stays
     set("delete from provider where provider_id = 201;");
     t.run_ok(&[]);

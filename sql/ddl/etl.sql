@@ -74,7 +74,7 @@ create table if not exists etl.schema_drift (
 -- the models that add keys check it before they write (staged/provider_keys.sql), rather
 -- than an index of every key ever given, whose upkeep cost more than the insert itself.
 create table if not exists etl.provider_keys (
-    key           varchar not null using compression fsst,         -- 'npi:…', 'src:…' or 'sid:…'
+    key           varchar not null using compression fsst,         -- 'npi:…', 'src:…', 'sid:…', 'alt:…', 'steward:…'
     provider_id   integer not null,
     first_run_id  varchar not null using compression dictionary
 );

@@ -90,13 +90,20 @@ pairs as (
 providers as (
     -- the providers of the pairs, with what the comparison needs
     select
-        clusters.cluster_key, keys.provider_id, clusters.provider_name, clusters.name_key,
+        clusters.cluster_key, coalesce(alt.provider_id, keys.provider_id) as provider_id,
+        clusters.provider_name, clusters.name_key,
         clusters.surname, split_part(clusters.name_key, ' ', 1) as first_name, clusters.npi,
         clusters.specialty.specialty_source_value as specialty,
         clusters.specialty.specialty_concept_id as specialty_concept_id,
         clusters.care_site_id, clusters.provider_source_value as source_id
     from staged.provider_clusters as clusters
     join etl.provider_keys as keys on keys.key = clusters.cluster_key
+    -- (a provider whose cluster key has another's id is known by its 'alt:' key:
+    -- sql/models/staged/provider_keys.sql)
+    left join (
+        select substr(key, 5) as alt_of, provider_id
+        from etl.provider_keys where starts_with(key, 'alt:')
+    ) as alt on alt.alt_of = clusters.cluster_key
     semi join (
         select cluster_a as cluster_key from pairs union select cluster_b from pairs
     ) as paired using (cluster_key)

@@ -39,7 +39,8 @@ where c.provider_name is not null
 -- source id's 'sid:' key is also looked up as 'src:': the cluster key its rows had without
 -- an NPI (so a provider first seen without one keeps its id when the NPI arrives), and the
 -- text a source id's key had in lakes made before 'sid:' keys. That key is only looked up:
--- the keys recorded are those of temp.provider_cluster_keys.
+-- the keys recorded are those of temp.provider_cluster_keys. So is a cluster key's
+-- 'alt:' key: the id of a provider whose cluster key has another provider's id (below).
 create or replace temp table key_claims as
 select ck.cluster_key, k.key, k.provider_id, (k.key = ck.cluster_key) as own
 from (
@@ -49,6 +50,10 @@ from (
     select cluster_key, 'src:' || substr(key, 5)
     from temp.provider_cluster_keys
     where starts_with(key, 'sid:')
+    union all
+    select cluster_key, 'alt:' || cluster_key
+    from temp.provider_cluster_keys
+    where key = cluster_key
 ) as ck
 join etl.provider_keys as k on k.key = ck.lookup;
 
@@ -80,17 +85,30 @@ held_elsewhere as (
     where c.provider_name is not null
 ),
 
-known as (
+by_keys as (
     -- two providers that once were one: the one whose own key has the id keeps it (else
-    -- the first by key); the other gets a new id
+    -- the first by key); the other gets its 'alt:' key's id, or a new id
     select cluster_key, provider_id
     from (
         select cluster_key, provider_id, own
         from temp.key_claims
         where provider_id not in (select provider_id from held_elsewhere)
+          and not starts_with(key, 'alt:')
         qualify row_number() over (partition by cluster_key order by own desc, provider_id) = 1
     )
     qualify row_number() over (partition by provider_id order by own desc, cluster_key) = 1
+),
+
+known as (
+    select cluster_key, provider_id from by_keys
+    union all
+    -- (a cluster has one 'alt:' key, and a key one id: no two providers get one this way)
+    select cluster_key, provider_id
+    from temp.key_claims
+    where starts_with(key, 'alt:')
+      and cluster_key not in (select cluster_key from by_keys)
+      and provider_id not in (select provider_id from by_keys)
+      and provider_id not in (select provider_id from held_elsewhere)
 ),
 
 fresh as (
@@ -102,8 +120,9 @@ fresh as (
 assigned as (
     select cluster_key, provider_id from known
     union all
-    -- after every id given, and every id a provider has: a provider given a new id whose
-    -- own key already had another's (see affected_keys below) has no key to keep it
+    -- after every id given, and every id a provider has (in lakes of etl before 'alt:'
+    -- keys, a provider given a new id because its cluster key had another's kept it in no
+    -- key)
     select
         cluster_key,
         greatest((select coalesce(max(provider_id), 0) from etl.provider_keys),
@@ -116,7 +135,17 @@ select cluster_key, provider_id from assigned;
 
 create or replace temp table new_provider_keys as
 select ck.key, assigned.provider_id, getvariable('run_id') as first_run_id
-from temp.provider_cluster_keys as ck
+from (
+    select cluster_key, key from temp.provider_cluster_keys
+    union all
+    -- A provider whose cluster key has another provider's id (its rows were once part of
+    -- that one: a provider without an NPI whose NPI came and went keeps the 'src:' key
+    -- the other has) is known by its cluster key's 'alt:' key, so that it keeps its id.
+    select claims.cluster_key, 'alt:' || claims.cluster_key
+    from temp.key_claims as claims
+    join temp.assigned_provider_ids as assigned using (cluster_key)
+    where claims.own and claims.provider_id <> assigned.provider_id
+) as ck
 join temp.assigned_provider_ids as assigned on assigned.cluster_key = ck.cluster_key
 -- the keys no id is given to yet: those without a claim (the claims hold every key found
 -- in etl.provider_keys, so the key map is not read again)
@@ -143,8 +172,8 @@ select key, provider_id, first_run_id from temp.new_provider_keys;
 -- may have another provider's id: the 'src:…' key of rows that were a provider without an
 -- NPI and then part of that one (or, in a lake made before 'sid:' keys, a source id's key
 -- made when the id pointed at that provider alone), and this provider's cluster key now
--- that its rows have no NPI. omop/provider.sql finds such a provider's old row by the id
--- its rows were published under, not by this map.
+-- that its rows have no NPI; its own id is its 'alt:' key's. omop/provider.sql finds such a
+-- provider's old row by the id its rows were published under, not by this map.
 -- The affected providers given none (no name) keep their key's id in the map, which grows
 -- with every batch of a full recompute and is read once per batch here rather than by
 -- each model after.
