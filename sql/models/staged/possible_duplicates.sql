@@ -87,26 +87,36 @@ pairs as (
     )
 ),
 
+paired as (
+    select cluster_a as cluster_key from pairs union select cluster_b from pairs
+),
+
+ids as (
+    -- each paired provider's id: its cluster key's, or its 'alt:' key's when it has one (a
+    -- provider whose cluster key has another's id: sql/models/staged/provider_keys.sql);
+    -- both looked up in one scan of the key map
+    select lookups.cluster_key,
+           coalesce(max(keys.provider_id) filter (where lookups.alt),
+                    max(keys.provider_id) filter (where not lookups.alt)) as provider_id
+    from (
+        select cluster_key, cluster_key as lookup, false as alt from paired
+        union all
+        select cluster_key, 'alt:' || cluster_key, true from paired
+    ) as lookups
+    join etl.provider_keys as keys on keys.key = lookups.lookup
+    group by lookups.cluster_key
+),
+
 providers as (
     -- the providers of the pairs, with what the comparison needs
     select
-        clusters.cluster_key, coalesce(alt.provider_id, keys.provider_id) as provider_id,
-        clusters.provider_name, clusters.name_key,
+        clusters.cluster_key, ids.provider_id, clusters.provider_name, clusters.name_key,
         clusters.surname, split_part(clusters.name_key, ' ', 1) as first_name, clusters.npi,
         clusters.specialty.specialty_source_value as specialty,
         clusters.specialty.specialty_concept_id as specialty_concept_id,
         clusters.care_site_id, clusters.provider_source_value as source_id
     from staged.provider_clusters as clusters
-    join etl.provider_keys as keys on keys.key = clusters.cluster_key
-    -- (a provider whose cluster key has another's id is known by its 'alt:' key:
-    -- sql/models/staged/provider_keys.sql)
-    left join (
-        select substr(key, 5) as alt_of, provider_id
-        from etl.provider_keys where starts_with(key, 'alt:')
-    ) as alt on alt.alt_of = clusters.cluster_key
-    semi join (
-        select cluster_a as cluster_key from pairs union select cluster_b from pairs
-    ) as paired using (cluster_key)
+    join ids on ids.cluster_key = clusters.cluster_key
 ),
 
 compared as (
