@@ -375,14 +375,11 @@ fn run_model(
         };
         for part in parts {
             let statement_started = Instant::now();
-            if let Some(profile) = profile {
-                profile.start(engine, model, batch)?;
+            match profile {
+                Some(profile) => profile.execute(engine, model, batch, &part),
+                None => engine.execute(&part),
             }
-            let done = engine.execute(&part);
-            if profile.is_some() {
-                engine.execute("pragma disable_profiling")?;
-            }
-            done.with_context(failed)?;
+            .with_context(failed)?;
             log::trace!(
                 "    {:.2}s {}",
                 statement_started.elapsed().as_secs_f64(),
@@ -429,8 +426,9 @@ impl Profile {
         })
     }
 
-    /// Profiles the next statement into a file of its own.
-    fn start(&self, engine: &Engine, model: &Path, batch: u64) -> Result<()> {
+    /// Runs one statement of a model, its profile written to a file of its own; profiling
+    /// is off again afterwards, so nothing else the run does writes over it.
+    fn execute(&self, engine: &Engine, model: &Path, batch: u64, sql: &str) -> Result<()> {
         let n = self.statements.get() + 1;
         self.statements.set(n);
         let stem = model.file_stem().unwrap_or_default().to_string_lossy();
@@ -438,7 +436,10 @@ impl Profile {
         engine.execute(&format!(
             "set enable_profiling = 'json'; set profiling_output = {};",
             literal(&file.to_string_lossy())
-        ))
+        ))?;
+        let done = engine.execute(sql);
+        engine.execute("pragma disable_profiling")?;
+        done
     }
 
     /// Logs the `top` slowest statements, each with its costliest operators. A file that

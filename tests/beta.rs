@@ -138,13 +138,11 @@ fn beta_incremental_transforms_equal_a_full_recompute() {
 
     // a practitioner's unknown clinic corrected, one leaves, one arrives; a file with Priya's NPI at
     // last, and the first roster replaced without Lee Chen
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "update practitioner set clinic_ref = 3, modified = '2026-11-20 12:00:00+00' where practitioner_id = 5;
              delete from practitioner where practitioner_id = 7;
              insert into practitioner values (11, 'Ines Duarte', '1801234563', 'B-1011', 'Dermatology', 3, '2026-11-20 12:00:00+00');",
-        )
-        .unwrap();
+        );
     std::fs::write(
         drop.join("2026-11-29.csv"),
         "given;family;npi;speciality;clinic;staff_id\nPriya;Natarajan;1912345674;Neurology;Harbor Heart Center;B-1003\n",

@@ -310,7 +310,7 @@ fn a_decision_naming_an_unknown_provider_stops_the_run_before_it_starts() {
         err.contains(&format!(
             "{}:3: provider 999, which tenant `{}` does not know",
             file.display(),
-            t.name.replace('_', "-")
+            t.tenant()
         )) && err.contains("the run did not start"),
         "{err}"
     );

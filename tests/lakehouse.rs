@@ -18,13 +18,11 @@ Zoe Young,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n";
 /// Changes both sources: a file added, a provider updated, one inserted.
 fn change_sources(t: &Tenant) {
     t.put("providers/2026-11-29/providers.csv", NEW_FILE);
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "update provider set care_site_id = 4, updated_at = '2026-11-20 12:00:00+00' where provider_id = 9;
                           insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at)
              values ((select max(provider_id) + 1 from provider), 'Aaron Abbott', '1000000004', 1, 'AA000', 'Cardiology', '2026-11-20 12:00:00+00');",
-        )
-        .unwrap();
+        );
 }
 
 fn outputs(t: &Tenant) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
@@ -158,12 +156,10 @@ fn a_row_committed_late_within_the_lookback_is_loaded_once() {
     let t = Tenant::with_sample("late");
     t.run_ok(&[]);
     // the watermark is 2026-11-02 10:00; this row was committed late with 09:30
-    t.pg()
-        .batch_execute(
-            "insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
+    t.pg_execute(
+        "insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
              values (12, 'Lena Late', '1000000020', 'LL012', '2026-11-02 09:30:00+00')",
-        )
-        .unwrap();
+    );
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains("raw.pg_provider: 1 new, 0 updated, 0 deleted (11 rows read"),
@@ -188,9 +184,7 @@ fn a_row_committed_late_within_the_lookback_is_loaded_once() {
 fn rows_deleted_in_postgres_leave_the_outputs() {
     let t = Tenant::with_sample("deletes");
     t.run_ok(&[]);
-    t.pg()
-        .batch_execute("delete from provider where provider_id = 4")
-        .unwrap();
+    t.pg_execute("delete from provider where provider_id = 4");
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted"),
@@ -224,13 +218,11 @@ fn rows_deleted_in_postgres_leave_the_outputs() {
 /// `rows_read` rows past the watermark, then reads and compares every key, and only `gone`
 /// is marked deleted.
 fn delete_hidden_by_an_unread_insert(t: &Tenant, gone: i64, unread: i64, rows_read: i64) {
-    t.pg()
-        .batch_execute(&format!(
+    t.pg_execute(&format!(
             "delete from provider where provider_id = {gone};
              insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
              values ({unread}, 'Olga Old', '1000000038', 'OO{unread}', '2020-01-01 00:00:00+00')"
-        ))
-        .unwrap();
+        ));
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains(&format!("raw.pg_provider: 0 new, 0 updated, 1 deleted ({rows_read} rows read since 2026-11-02 09:00:00.000000+00); every key read and compared")),
@@ -258,13 +250,11 @@ fn a_delete_hidden_by_an_unread_insert_is_still_found() {
 #[test]
 fn keys_of_64_bits_have_a_digest_too() {
     let t = Tenant::with_sample("wide_keys");
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "alter table provider alter column provider_id type bigint;
              insert into provider (provider_id, provider_name, npi, provider_source_value, updated_at)
              values (5000000000, 'Wanda Wide', '1000000046', 'WW050', '2026-11-02 08:00:00+00')",
-        )
-        .unwrap();
+        );
     t.run_ok(&[]);
     let log = stderr(&t.run_ok(&[]));
     assert!(
@@ -278,21 +268,17 @@ fn keys_of_64_bits_have_a_digest_too() {
 #[test]
 fn keys_that_are_not_integers_are_compared_one_by_one() {
     let t = Tenant::with_sample("text_keys");
-    t.pg()
-        .batch_execute(
-            "alter table provider alter column provider_id drop default;
+    t.pg_execute(
+        "alter table provider alter column provider_id drop default;
              alter table provider alter column provider_id type varchar using provider_id::varchar",
-        )
-        .unwrap();
+    );
     t.run_ok(&[]);
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains("raw.pg_provider: 0 new, 0 updated, 0 deleted (10 rows read since 2026-11-02 09:00:00.000000+00); every key read and compared"),
         "{log}"
     );
-    t.pg()
-        .batch_execute("delete from provider where provider_id = '4'")
-        .unwrap();
+    t.pg_execute("delete from provider where provider_id = '4'");
     let log = stderr(&t.run_ok(&[]));
     assert!(
         log.contains("raw.pg_provider: 0 new, 0 updated, 1 deleted"),
@@ -624,7 +610,7 @@ fn a_second_run_of_the_same_tenant_exits_with_a_clear_message() {
     assert!(
         err.contains(&format!(
             "another run of tenant `{}` is in progress",
-            t.name.replace('_', "-")
+            t.tenant()
         )),
         "{err}"
     );
@@ -641,11 +627,9 @@ fn the_omop_tables_of_an_earlier_run_can_be_read_back() {
     let first = outputs(&t);
     change_sources(&t);
     // and a care site renamed, so that table changes too
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "update care_site set care_site_name = 'Metro Medical Center', updated_at = '2026-11-21 12:00:00+00' where care_site_id = 3",
-        )
-        .unwrap();
+        );
     t.run_ok(&[]);
     let second = outputs(&t);
     assert_ne!(first.0, second.0);
@@ -894,14 +878,12 @@ Kevin Garcia,010,1234567818,Cardiology,City Hospital,KG903,Cardiology,KG-NPI\n",
 Sam Okafor,017,1000000012,Family Practice,Lakeside Lab,SO017,Family Practice,SO-NPI\n",
         ),
     );
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "update provider set care_site_id = 4, updated_at = '2026-11-20 12:00:00+00' where provider_id = 9;
              delete from provider where provider_id = 5;
              insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at)
              values (11, 'Aaron Abbott', '1000000004', 1, 'AA000', 'Cardiology', '2026-11-20 12:00:00+00');",
-        )
-        .unwrap();
+        );
     check("source id linked to an NPI, site moved, row deleted, rows new");
     assert_eq!(
         t.query("select provider_name, npi from omop.provider where provider_name like 'Jane%'"),
@@ -911,11 +893,9 @@ Sam Okafor,017,1000000012,Family Practice,Lakeside Lab,SO017,Family Practice,SO-
 
     // A care site renamed: it becomes a site of its own (its old name lives on in its
     // duplicate, CITY HOSPITAL); the Postgres rows pointing at it follow it.
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "update care_site set care_site_name = 'City Hospital East', updated_at = '2026-11-21 12:00:00+00' where care_site_id = 1",
-        )
-        .unwrap();
+        );
     check("care site renamed");
     assert_eq!(
         t.query(
@@ -998,9 +978,8 @@ Laura Tayler,099,,Int Med,Village Clinic,LT099,Int Med,LT-NPI\n",
 #[test]
 fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     let t = Tenant::with_sample("held_elsewhere");
-    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
     // one provider, one NPI, sent under two source ids: the NPI and both ids map to its id
-    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+    t.pg_execute("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (101, 'Helen Elsewhere', '1777777776', 1, 'HE1', 'Cardiology', '2026-11-21 12:00:00+00'),
          (102, 'Helen Elsewhere', '1777777776', 1, 'HE2', 'Cardiology', '2026-11-21 12:00:01+00');");
     t.run_ok(&[]);
@@ -1016,14 +995,14 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
         table("npi:1777777776\nsid:HE1\nsid:HE2")
     );
     // HE1's row gets another NPI: another provider, with a new id
-    set("update provider set npi = '1888888884', updated_at = '2026-11-22 12:00:00+00' where provider_id = 101;");
+    t.pg_execute("update provider set npi = '1888888884', updated_at = '2026-11-22 12:00:00+00' where provider_id = 101;");
     t.run_ok(&[]);
     let other = t.query("select provider_id from omop.provider where npi = '1888888884'");
     assert_eq!(other.len(), 1);
     assert_ne!(other, helen);
     // then no NPI: known by its source id alone, whose key has Helen's id; Helen, not
     // recomputed, keeps it
-    set("update provider set npi = null, updated_at = '2026-11-23 12:00:00+00' where provider_id = 101;");
+    t.pg_execute("update provider set npi = null, updated_at = '2026-11-23 12:00:00+00' where provider_id = 101;");
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("raw.pg_provider: 0 new, 1 updated"), "{log}");
     let helens = "select provider_source_value, provider_id from omop.provider \
@@ -1042,7 +1021,7 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
     );
     // so it keeps that id when it is recomputed alone, and a provider new after it gets
     // another
-    set("update provider set specialty_source_value = 'Neurology', updated_at = '2026-11-24 12:00:00+00' where provider_id = 101;
+    t.pg_execute("update provider set specialty_source_value = 'Neurology', updated_at = '2026-11-24 12:00:00+00' where provider_id = 101;
          insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (103, 'Ivan Later', '1999999992', 1, 'IL1', 'Cardiology', '2026-11-24 12:00:00+00');");
     let log = stderr(&t.run_ok(&[]));
@@ -1067,8 +1046,7 @@ fn an_id_stays_with_its_provider_when_another_is_known_by_an_old_key_of_it() {
 #[test]
 fn a_provider_keeps_its_id_when_its_npi_arrives() {
     let t = Tenant::with_sample("npi_arrives");
-    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
-    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+    t.pg_execute("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (201, 'Nora Later', null, 1, 'NL1', 'Cardiology', '2026-11-21 12:00:00+00'),
          (202, 'Olga Older', '1555555550', 1, 'OO1', 'Cardiology', '2026-11-21 12:00:00+00');");
     t.run_ok(&[]);
@@ -1091,7 +1069,7 @@ fn a_provider_keeps_its_id_when_its_npi_arrives() {
     lake_connection(&t)
         .execute_batch("update etl.provider_keys set key = 'src:OO1' where key = 'sid:OO1'")
         .unwrap();
-    set("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
+    t.pg_execute("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
          update provider set npi = '1777777776', updated_at = '2026-11-22 12:00:00+00' where provider_id = 202;");
     let log = stderr(&t.run_ok(&[]));
     assert!(log.contains("raw.pg_provider: 0 new, 2 updated"), "{log}");
@@ -1259,7 +1237,7 @@ fn a_missing_postgres_table_is_not_retried() {
         "retry_pg_table",
         Via::Postgres,
         true,
-        |t, _| t.pg().batch_execute("drop table provider").unwrap(),
+        |t, _| t.pg_execute("drop table provider"),
         "provider",
     );
 }
@@ -1557,12 +1535,10 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
     );
 
     // a provider changes: its table is written again, the care sites stay linked
-    t.pg()
-        .batch_execute(
-            "update provider set provider_name = 'Renamed Person', updated_at = now() \
+    t.pg_execute(
+        "update provider set provider_name = 'Renamed Person', updated_at = now() \
              where provider_id = 4",
-        )
-        .unwrap();
+    );
     t.run_ok(&[]);
     assert_ne!(current_inode(&t, "provider"), providers);
     assert_eq!(current_inode(&t, "care_site"), sites);
@@ -1573,13 +1549,11 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
 
     // a new provider: keys added, its map's first file linked and a part of the new keys
     // added (tested closely below); the care sites' linked
-    t.pg()
-        .batch_execute(
-            "insert into provider (provider_id, provider_name, npi, provider_source_value, \
+    t.pg_execute(
+        "insert into provider (provider_id, provider_name, npi, provider_source_value, \
              specialty_source_value, care_site_id, updated_at) \
              values (90, 'Newly Added', '1999999990', 'NEW90', 'Cardiology', 1, now())",
-        )
-        .unwrap();
+    );
     t.run_ok(&[]);
     assert_eq!(current_inode(&t, "state/provider_keys"), key_maps[0]);
     assert_eq!(current_inode(&t, "state/care_site_keys"), key_maps[1]);
@@ -1604,12 +1578,10 @@ fn a_table_unchanged_since_the_current_outputs_is_linked_not_written_again() {
 
     // a change transformed by a run that did not publish is still published by the next
     let providers = current_inode(&t, "provider");
-    t.pg()
-        .batch_execute(
-            "update provider set provider_name = 'Renamed Again Person', \
+    t.pg_execute(
+        "update provider set provider_name = 'Renamed Again Person', \
              specialty_source_value = 'Dermatology', updated_at = now() where provider_id = 4",
-        )
-        .unwrap();
+    );
     t.run_ok(&["--until", "transform"]);
     assert_eq!(current_inode(&t, "provider"), providers);
     t.run_ok(&[]);
@@ -1951,14 +1923,13 @@ fn key_maps_are_published_in_parts_each_run_writing_only_its_new_keys() {
 #[test]
 fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
     let t = Tenant::with_sample("keys_elsewhere");
-    let set = |sql: &str| t.pg().batch_execute(sql).unwrap();
     let noras = "select provider_source_value, provider_id from omop.provider \
                  where provider_name = 'Nora Later' order by 1";
-    set("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
+    t.pg_execute("insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (201, 'Nora Later', null, 1, 'NL1', 'Cardiology', '2026-11-21 12:00:00+00');");
     t.run_ok(&[]);
     // the NPI arrives, and a second source id sends it: one provider
-    set("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
+    t.pg_execute("update provider set npi = '1666666668', updated_at = '2026-11-22 12:00:00+00' where provider_id = 201;
          insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at) values
          (202, 'Nora Later', '1666666668', 1, 'NL2', 'Cardiology', '2026-11-22 12:00:00+00');");
     t.run_ok(&[]);
@@ -1972,9 +1943,9 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
         table("npi:1666666668\nsid:NL1\nsid:NL2\nsrc:NL1")
     );
     // NL1 gets another NPI, then none: known by `src:NL1` alone, which has Nora's id
-    set("update provider set npi = '1888888884', updated_at = '2026-11-23 12:00:00+00' where provider_id = 201;");
+    t.pg_execute("update provider set npi = '1888888884', updated_at = '2026-11-23 12:00:00+00' where provider_id = 201;");
     t.run_ok(&[]);
-    set("update provider set npi = null, updated_at = '2026-11-24 12:00:00+00' where provider_id = 201;");
+    t.pg_execute("update provider set npi = null, updated_at = '2026-11-24 12:00:00+00' where provider_id = 201;");
     t.run_ok(&[]);
     let split = t.query(noras);
     assert_eq!(split.len(), 2, "{split:?}");
@@ -1984,7 +1955,7 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
     // NL1 recomputed alone, twice: one row each time, under the id it was given, Nora's
     // untouched
     for (day, specialty) in [(25, "Neurology"), (26, "Oncology")] {
-        set(&format!(
+        t.pg_execute(&format!(
             "update provider set specialty_source_value = '{specialty}', \
              updated_at = '2026-11-{day} 12:00:00+00' where provider_id = 201;"
         ));
@@ -2022,7 +1993,7 @@ fn a_provider_whose_keys_all_have_another_s_id_is_replaced_and_removed_alone() {
         vec![pair]
     );
     // NL1 deleted at the source: its provider goes, Nora stays
-    set("delete from provider where provider_id = 201;");
+    t.pg_execute("delete from provider where provider_id = 201;");
     t.run_ok(&[]);
     assert_eq!(
         t.query(noras),

@@ -40,7 +40,7 @@ fn scheduling_twice_leaves_one_block_per_tenant_and_remove_restores_the_crontab(
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let text = crontab();
-    let (ta, tb) = (a.name.replace('_', "-"), b.name.replace('_', "-"));
+    let (ta, tb) = (a.tenant(), b.tenant());
     assert_eq!(
         text.matches(&format!("# BEGIN etl tenant={ta}\n")).count(),
         1,
@@ -206,7 +206,7 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
     assert!(text.contains("4 tenants, 3 succeeded, 1 failed"), "{text}");
     // the summary's rows, every column but the seconds
     let line = |t: &Tenant| -> Vec<String> {
-        let name = t.name.replace('_', "-");
+        let name = t.tenant();
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{name} ")))
@@ -220,16 +220,13 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
     for t in [&a, &b, &c] {
         assert_eq!(
             line(t),
-            [t.name.replace('_', "-"), "succeeded".into(), "20 9".into()],
+            [t.tenant(), "succeeded".into(), "20 9".into()],
             "{text}"
         );
         assert_sample_outputs(t);
     }
     let failed = line(&broken);
-    assert_eq!(
-        failed[..2],
-        [broken.name.replace('_', "-"), "failed".to_string()]
-    );
+    assert_eq!(failed[..2], [broken.tenant(), "failed".to_string()]);
     assert!(
         failed[2].contains(&format!(
             "source `pg` (postgres 127.0.0.1:{port}, database {}, user etl)",
@@ -244,10 +241,7 @@ fn tenants_run_together_and_one_failure_does_not_stop_the_others() {
     assert_eq!(intervals.len(), 4, "{err}");
     assert_eq!(most_at_once(&intervals), 2, "{intervals:?}\n{err}");
     // each tenant's log lines are tagged on stderr and kept in its own log file
-    assert!(
-        err.contains(&format!("[{}] ", a.name.replace('_', "-"))),
-        "{err}"
-    );
+    assert!(err.contains(&format!("[{}] ", a.tenant())), "{err}");
     let log_a = std::fs::read_to_string(a.lake().join("logs/etl.log")).unwrap();
     assert!(
         log_a.contains("succeeded in") && !log_a.contains(&broken.database),
@@ -271,7 +265,7 @@ fn each_run_writes_a_summary_for_monitoring() {
     t.run_ok(&[]);
     let last = t.last_run();
     assert_eq!(last["status"], "succeeded");
-    assert_eq!(last["tenant"], t.name.replace('_', "-"));
+    assert_eq!(last["tenant"], t.tenant());
     let recon: Vec<String> = last["reconciliation"]
         .as_array()
         .unwrap()
@@ -370,9 +364,7 @@ fn json_logs_are_one_object_per_line() {
         .as_str()
         .unwrap()
         .starts_with("step transform finished")));
-    assert!(lines
-        .iter()
-        .all(|l| l["tenant"] == t.name.replace('_', "-")));
+    assert!(lines.iter().all(|l| l["tenant"] == t.tenant()));
     let log = t.lake().join("logs/etl.log");
     let logged = std::fs::read_to_string(&log).unwrap().lines().count();
     // -q: nothing but warnings, and a warning still shows
@@ -496,12 +488,34 @@ fn plan_shows_what_a_run_would_read_and_changes_nothing() {
     assert!(
         stdout(&out).starts_with(&format!(
             "plan for tenant `{}` ({m})\n\n1. publish\n",
-            t.name.replace('_', "-")
+            t.tenant()
         )),
         "{}",
         stdout(&out)
     );
 }
+
+/// The sample pipeline's models, in the order they run (pipelines/_base.toml).
+const MODELS: [&str; 18] = [
+    "staged/care_site_rows.sql",
+    "staged/care_site_keys.sql",
+    "staged/care_site.sql",
+    "staged/provider_changes.sql",
+    "staged/care_site_resolution.sql",
+    "staged/provider_match.sql",
+    "staged/provider_clusters.sql",
+    "staged/provider_rows.sql",
+    "staged/provider_keys.sql",
+    "staged/possible_duplicates.sql",
+    "staged/quarantine.sql",
+    "staged/provider_row_status.sql",
+    "staged/dq_flags.sql",
+    "omop/care_site.sql",
+    "omop/provider.sql",
+    "omop/provider_history.sql",
+    "omop/care_site_history.sql",
+    "staged/reconciliation.sql",
+];
 
 #[test]
 fn verbose_runs_time_each_model() {
@@ -510,26 +524,7 @@ fn verbose_runs_time_each_model() {
     let out = t.etl(&["-v", "run", &m]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    let models = [
-        "staged/care_site_rows.sql",
-        "staged/care_site_keys.sql",
-        "staged/care_site.sql",
-        "staged/provider_changes.sql",
-        "staged/care_site_resolution.sql",
-        "staged/provider_match.sql",
-        "staged/provider_clusters.sql",
-        "staged/provider_rows.sql",
-        "staged/provider_keys.sql",
-        "staged/possible_duplicates.sql",
-        "staged/quarantine.sql",
-        "staged/provider_row_status.sql",
-        "staged/dq_flags.sql",
-        "omop/care_site.sql",
-        "omop/provider.sql",
-        "omop/provider_history.sql",
-        "omop/care_site_history.sql",
-        "staged/reconciliation.sql",
-    ];
+    let models = MODELS;
     let timed: Vec<String> = err
         .lines()
         .filter_map(|l| l.split_once(" DEBUG   ").map(|(_, rest)| rest.to_string()))
@@ -560,7 +555,7 @@ fn a_profile_of_each_transform_statement_is_saved_on_request() {
     let out = t.etl(&["run", &m, "--profile", &dir.to_string_lossy()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let run_id = t.last_run()["run_id"].as_str().unwrap().to_string();
-    let tenant = t.name.replace('_', "-");
+    let tenant = t.tenant();
     let folder = dir.join(&tenant).join(&run_id);
     let mut files: Vec<String> = std::fs::read_dir(&folder)
         .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
@@ -578,29 +573,8 @@ fn a_profile_of_each_transform_statement_is_saved_on_request() {
             models.push(model.to_string());
         }
     }
-    assert_eq!(
-        models,
-        [
-            "care_site_rows",
-            "care_site_keys",
-            "care_site",
-            "provider_changes",
-            "care_site_resolution",
-            "provider_match",
-            "provider_clusters",
-            "provider_rows",
-            "provider_keys",
-            "possible_duplicates",
-            "quarantine",
-            "provider_row_status",
-            "dq_flags",
-            "care_site",
-            "provider",
-            "provider_history",
-            "care_site_history",
-            "reconciliation",
-        ]
-    );
+    let stems = MODELS.map(|m| m.split_once('/').unwrap().1.trim_end_matches(".sql"));
+    assert_eq!(models, stems);
     // each is DuckDB's profile of that statement: the staged rows' insert read as many
     // rows as the lake now keeps
     let profiles: Vec<(String, serde_json::Value)> = files
@@ -690,7 +664,7 @@ fn hourly_and_cron_expressions_schedule_as_asked() {
     let a = Tenant::new("cron_hourly_a");
     let b = Tenant::new("cron_hourly_b");
     let (ma, mb) = (a.manifest_arg(), b.manifest_arg());
-    let (ta, tb) = (a.name.replace('_', "-"), b.name.replace('_', "-"));
+    let (ta, tb) = (a.tenant(), b.tenant());
     let timing = start_time;
     let out = a.etl(&[
         "schedule",
@@ -973,7 +947,7 @@ fn tenants_scheduled_separately_are_staggered_too() {
     let b = Tenant::new("cron_sep_b");
     let c = Tenant::new("cron_sep_c");
     let (ma, mb, mc) = (a.manifest_arg(), b.manifest_arg(), c.manifest_arg());
-    let timing = |t: &Tenant| start_time(&t.name.replace('_', "-"));
+    let timing = |t: &Tenant| start_time(&t.tenant());
     let schedule = |args: &[&str]| {
         let mut all = vec!["schedule", "--daily", "--at", "01:30"];
         all.extend_from_slice(args);

@@ -168,9 +168,7 @@ fn a_second_run_without_new_data_changes_nothing_and_reads_no_object() {
     assert_eq!(t.query(json_rows), table("0"));
 
     // so is a row deleted at its source
-    t.pg()
-        .batch_execute("delete from care_site where care_site_source_value = 'CS009'")
-        .unwrap();
+    t.pg_execute("delete from care_site where care_site_source_value = 'CS009'");
     let log = stderr(&t.run_ok(&[]));
     assert!(!log.contains("models not run"), "{log}");
     assert_eq!(
@@ -186,12 +184,10 @@ fn ids_stay_with_their_provider_when_new_data_arrives() {
     t.run_ok(&[]);
     let before = t.published("provider");
     // a new provider who sorts first by every key, and a new file
-    t.pg()
-        .batch_execute(
+    t.pg_execute(
             "insert into provider (provider_id, provider_name, npi, care_site_id, provider_source_value, specialty_source_value, updated_at)
              values (11, 'Aaron Abbott', '1000000004', 1, 'AA000', 'Cardiology', '2026-11-03 10:00:00+00')",
-        )
-        .unwrap();
+        );
     t.put(
         "providers/2026-11-29/providers.csv",
         b"ProviderName,ProviderID,NPI,Specialty,SiteName,SourceID,SpecSource,IDSource\nZoe Young,018,1000000012,Neuro,Metro Med,ZY018,Neurology,ZY-NPI\n",
@@ -609,7 +605,7 @@ fn the_same_rows_in_another_order_give_the_same_outputs() {
     );
     t.put("providers/2026-11-28/providers.json", reversed.as_bytes());
     // and Postgres returns its rows in another physical order
-    t.pg().batch_execute("cluster provider using provider_pkey; update provider set npi = npi where provider_id % 2 = 0").unwrap();
+    t.pg_execute("cluster provider using provider_pkey; update provider set npi = npi where provider_id % 2 = 0");
     t.run_ok(&[]);
     assert_eq!(t.published("provider"), table(PROVIDER_GOLDEN));
     assert_eq!(t.published("care_site"), table(CARE_SITE_GOLDEN));

@@ -305,7 +305,7 @@ fn an_env_file_others_can_read_is_refused_everywhere_it_is_used() {
         assert!(
             stderr(&out).contains(&format!(
                 "{}: {expected}; its scheduled runs will fail until then",
-                format_args!("tenant `{}`", t.name.replace('_', "-"))
+                format_args!("tenant `{}`", t.tenant())
             )),
             "{}",
             stderr(&out)

@@ -237,7 +237,7 @@ sql = [
 name = "publish"
 publish = ["care_site", "provider"]
 "#,
-            tenant = self.name.replace('_', "-"),
+            tenant = self.tenant(),
             repo = repo.display(),
             dir = self.dir.path().display(),
             pg_host = self.services.pg_host,
@@ -315,6 +315,11 @@ publish = ["care_site", "provider"]
 
     pub fn put(&self, key: &str, body: &[u8]) {
         self.bucket_target().put(key, body).unwrap();
+    }
+
+    /// The tenant's name in its manifest (and in its logs, summary and folders).
+    pub fn tenant(&self) -> String {
+        self.name.replace('_', "-")
     }
 
     /// Runs SQL statements on the tenant's Postgres database.
