@@ -495,28 +495,6 @@ fn plan_shows_what_a_run_would_read_and_changes_nothing() {
     );
 }
 
-/// The sample pipeline's models, in the order they run (pipelines/_base.toml).
-const MODELS: [&str; 18] = [
-    "staged/care_site_rows.sql",
-    "staged/care_site_keys.sql",
-    "staged/care_site.sql",
-    "staged/provider_changes.sql",
-    "staged/care_site_resolution.sql",
-    "staged/provider_match.sql",
-    "staged/provider_clusters.sql",
-    "staged/provider_rows.sql",
-    "staged/provider_keys.sql",
-    "staged/possible_duplicates.sql",
-    "staged/quarantine.sql",
-    "staged/provider_row_status.sql",
-    "staged/dq_flags.sql",
-    "omop/care_site.sql",
-    "omop/provider.sql",
-    "omop/provider_history.sql",
-    "omop/care_site_history.sql",
-    "staged/reconciliation.sql",
-];
-
 #[test]
 fn verbose_runs_time_each_model() {
     let t = Tenant::with_sample("verbose");
@@ -524,7 +502,7 @@ fn verbose_runs_time_each_model() {
     let out = t.etl(&["-v", "run", &m]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    let models = MODELS;
+    let models = common::MODELS;
     let timed: Vec<String> = err
         .lines()
         .filter_map(|l| l.split_once(" DEBUG   ").map(|(_, rest)| rest.to_string()))
@@ -573,7 +551,7 @@ fn a_profile_of_each_transform_statement_is_saved_on_request() {
             models.push(model.to_string());
         }
     }
-    let stems = MODELS.map(|m| m.split_once('/').unwrap().1.trim_end_matches(".sql"));
+    let stems = common::MODELS.map(|m| m.split_once('/').unwrap().1.trim_end_matches(".sql"));
     assert_eq!(models, stems);
     // each is DuckDB's profile of that statement: the staged rows' insert read as many
     // rows as the lake now keeps

@@ -61,6 +61,28 @@ pub fn file_fixture(name: &str) -> Vec<u8> {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The models of a test tenant's pipeline, in the order they run (as in pipelines/_base.toml).
+pub const MODELS: [&str; 18] = [
+    "staged/care_site_rows.sql",
+    "staged/care_site_keys.sql",
+    "staged/care_site.sql",
+    "staged/provider_changes.sql",
+    "staged/care_site_resolution.sql",
+    "staged/provider_match.sql",
+    "staged/provider_clusters.sql",
+    "staged/provider_rows.sql",
+    "staged/provider_keys.sql",
+    "staged/possible_duplicates.sql",
+    "staged/quarantine.sql",
+    "staged/provider_row_status.sql",
+    "staged/dq_flags.sql",
+    "omop/care_site.sql",
+    "omop/provider.sql",
+    "omop/provider_history.sql",
+    "omop/care_site_history.sql",
+    "staged/reconciliation.sql",
+];
+
 pub struct Tenant {
     pub name: String,
     pub dir: tempfile::TempDir,
@@ -213,24 +235,7 @@ extract = "files"
 [[steps]]
 name = "transform"
 sql = [
-    "staged/care_site_rows.sql",
-    "staged/care_site_keys.sql",
-    "staged/care_site.sql",
-    "staged/provider_changes.sql",
-    "staged/care_site_resolution.sql",
-    "staged/provider_match.sql",
-    "staged/provider_clusters.sql",
-    "staged/provider_rows.sql",
-    "staged/provider_keys.sql",
-    "staged/possible_duplicates.sql",
-    "staged/quarantine.sql",
-    "staged/provider_row_status.sql",
-    "staged/dq_flags.sql",
-    "omop/care_site.sql",
-    "omop/provider.sql",
-    "omop/provider_history.sql",
-    "omop/care_site_history.sql",
-    "staged/reconciliation.sql",
+{models}
 ]
 
 [[steps]]
@@ -249,6 +254,7 @@ publish = ["care_site", "provider"]
             bucket = self.bucket,
             s3_key_var = S3_KEY_VAR,
             s3_secret_var = S3_SECRET_VAR,
+            models = MODELS.map(|m| format!("    \"{m}\",")).join("\n"),
         );
         std::fs::write(&self.manifest, edit(text)).unwrap();
     }
